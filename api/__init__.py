@@ -1,0 +1,1 @@
+"""The outside of the platform: CLI, settings and (later) the FastAPI service."""

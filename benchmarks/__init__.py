@@ -1,0 +1,1 @@
+"""Benchmarks: reproducible commands that print one JSON object each."""

@@ -1,0 +1,1 @@
+"""simulations package (see docs/architecture.md)."""

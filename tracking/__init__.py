@@ -1,0 +1,1 @@
+"""tracking package (see docs/architecture.md)."""
