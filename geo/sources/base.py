@@ -27,6 +27,7 @@ class SourceModel(Protocol):
     ``locate`` raises :class:`Unlocatable` with a reason when it cannot say anything.
     """
 
-    kind: Kind
+    @property
+    def kind(self) -> Kind: ...
 
     def locate(self, obs: Observation) -> PositionFix: ...
