@@ -9,7 +9,7 @@ sensor noise.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -70,14 +70,14 @@ class LocalFrame:
 
     lat0: float
     lon0: float
+    _m_per_deg_lat: float = field(init=False, repr=False, compare=False)
+    _m_per_deg_lon: float = field(init=False, repr=False, compare=False)
 
-    @property
-    def _m_per_deg_lat(self) -> float:
-        return math.radians(1.0) * EARTH_RADIUS_M
-
-    @property
-    def _m_per_deg_lon(self) -> float:
-        return math.radians(1.0) * EARTH_RADIUS_M * math.cos(math.radians(self.lat0))
+    def __post_init__(self) -> None:
+        # Precomputed: the fusion hot path converts every fix through the frame.
+        m_per_deg = math.radians(1.0) * EARTH_RADIUS_M
+        object.__setattr__(self, "_m_per_deg_lat", m_per_deg)
+        object.__setattr__(self, "_m_per_deg_lon", m_per_deg * math.cos(math.radians(self.lat0)))
 
     def to_xy(self, lat: float, lon: float) -> tuple[float, float]:
         """(east, north) metres of a lat/lon relative to the frame origin."""
