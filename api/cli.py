@@ -1,0 +1,166 @@
+"""The ``o2o`` command line.
+
+Commands import their packages lazily so that ``o2o --help`` stays fast. Errors the
+user can fix (missing files, bad registry) exit with status 2 and a one-line message on
+stderr; data problems inside a file are reported per line and never abort a run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+app = typer.Typer(
+    name="o2o",
+    help="O2O location and delivery dispatch platform.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+geo_app = typer.Typer(help="Positioning: fuse phone signals, learn station registries.")
+bench_app = typer.Typer(help="Reproducible benchmarks that print one JSON object.")
+app.add_typer(geo_app, name="geo")
+app.add_typer(bench_app, name="bench")
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"o2o: error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _load_registry(path: Path | None) -> Any:
+    from geo.registry import Registry, RegistryError
+
+    if path is None:
+        return Registry()
+    if not path.is_file():
+        _fail(f"registry {path} does not exist")
+    try:
+        return Registry.load(path)
+    except (RegistryError, OSError) as e:
+        _fail(f"registry {path}: {e}")
+
+
+def _read_jsonl(path: Path, bad: Counter[str]) -> Any:
+    """Yield (line number, parsed object) for each line; report malformed lines."""
+    if not path.is_file():
+        _fail(f"observations file {path} does not exist")
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                bad["malformed_json"] += 1
+                typer.echo(f"{path}:{n}: malformed JSON ({e.msg}); skipped", err=True)
+
+
+@geo_app.command("fuse")
+def geo_fuse(
+    observations: Annotated[Path, typer.Argument(help="OBSERVATIONS.jsonl")],
+    registry: Annotated[
+        Path | None, typer.Option(help="REGISTRY.json with Wi-Fi, beacon and cell stations")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="ESTIMATES.jsonl (default: stdout)")] = None,
+    resolution: Annotated[int, typer.Option(min=0, max=15, help="H3 resolution")] = 10,
+) -> None:
+    """Fuse recorded observations into one estimate per accepted observation."""
+    from geo.fusion import FusionConfig, FusionEngine, Rejected
+
+    engine = FusionEngine(_load_registry(registry), FusionConfig(resolution=resolution))
+    bad: Counter[str] = Counter()
+    sink = out.open("w") if out is not None else sys.stdout
+    written = 0
+    try:
+        for n, record in _read_jsonl(observations, bad):
+            result = engine.process_dict(record)
+            if isinstance(result, Rejected):
+                if result.reason not in ("duplicate", "out_of_order", "gated_outlier"):
+                    typer.echo(
+                        f"{observations}:{n}: rejected ({result.reason}) {result.message}",
+                        err=True,
+                    )
+                continue
+            sink.write(json.dumps(result.to_dict()) + "\n")
+            written += 1
+    finally:
+        if out is not None:
+            sink.close()
+    rejected = Counter(engine.rejected) + bad
+    summary = {
+        "estimates": written,
+        "rejected": dict(rejected),
+        "unknown_stations": dict(engine.unknown_stations),
+        "excluded_stations": dict(engine.excluded_stations),
+        "reinitialised": engine.reinitialised,
+    }
+    typer.echo(f"summary: {json.dumps(summary)}", err=True)
+
+
+@geo_app.command("learn")
+def geo_learn(
+    observations: Annotated[Path, typer.Argument(help="OBSERVATIONS.jsonl with GPS fixes")],
+    out: Annotated[Path, typer.Option(help="REGISTRY.json to write")],
+    registry: Annotated[
+        Path | None, typer.Option(help="existing REGISTRY.json to merge with")
+    ] = None,
+    max_dt: Annotated[float, typer.Option(help="max seconds between scan and GPS fix")] = 2.0,
+) -> None:
+    """Learn Wi-Fi and beacon positions from GPS-tagged scans, as crowd-sourcing does."""
+    from geo.errors import InvalidObservation
+    from geo.learn import learn_registry
+    from geo.observations import Observation, observation_from_dict
+
+    existing = _load_registry(registry) if registry is not None else None
+    bad: Counter[str] = Counter()
+    obs: list[Observation] = []
+    for n, record in _read_jsonl(observations, bad):
+        try:
+            obs.append(observation_from_dict(record))
+        except InvalidObservation as e:
+            bad[e.reason] += 1
+            typer.echo(f"{observations}:{n}: rejected ({e.reason}) {e}", err=True)
+    result = learn_registry(obs, existing, max_dt=max_dt)
+    result.registry.save(out)
+    typer.echo(f"summary: {json.dumps({'rejected': dict(bad), **result.stats.as_dict()})}", err=True)
+
+
+@bench_app.command("geo")
+def bench_geo(
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON object only")] = False,
+    couriers: Annotated[int, typer.Option(min=1, help="simulated couriers")] = 100,
+    duration: Annotated[float, typer.Option(min=60, help="simulated seconds")] = 3600.0,
+    seed: Annotated[int, typer.Option(help="seed of world and day")] = 7,
+    latency_samples: Annotated[int, typer.Option(min=100)] = 20_000,
+) -> None:
+    """Accuracy, calibration, H3 and geofence quality, throughput and latency of fusion."""
+    from benchmarks.geo_bench import run
+
+    result = run(couriers=couriers, duration_s=duration, seed=seed, latency_samples=latency_samples)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="o2o bench geo")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in _flatten(result):
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            rows.extend(_flatten(v, f"{prefix}{k}."))
+        else:
+            rows.append((f"{prefix}{k}", v))
+    return rows

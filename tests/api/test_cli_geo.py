@@ -1,0 +1,133 @@
+"""``o2o geo fuse`` and ``o2o geo learn`` as outside tools use them: files in, files out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import h3
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from api.cli import app
+from geo.coords import haversine_m
+from geo.observations import observation_to_dict
+from geo.synthetic import make_world, simulate_day, write_trace
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def small_trace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
+    world = make_world(3, size_m=1500, restaurants=6, buildings=30)
+    trace = simulate_day(world, couriers=3, duration_s=600, seed=3, bad_rate=0.01)
+    d = tmp_path_factory.mktemp("trace")
+    obs_path, reg_path = write_trace(trace, world, d)
+    with obs_path.open("a") as fh:
+        fh.write("{this is not json\n")
+    return obs_path, reg_path, len(trace.records)
+
+
+def test_fuse_writes_one_estimate_per_accepted_observation(
+    small_trace: tuple[Path, Path, int], tmp_path: Path
+) -> None:
+    obs_path, reg_path, n_records = small_trace
+    out = tmp_path / "est.jsonl"
+    r = runner.invoke(
+        app,
+        [
+            "geo",
+            "fuse",
+            str(obs_path),
+            "--registry",
+            str(reg_path),
+            "--out",
+            str(out),
+            "--resolution",
+            "9",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    summary = json.loads(r.stderr.strip().splitlines()[-1].removeprefix("summary: "))
+    rejected = sum(summary["rejected"].values())
+    assert len(lines) == summary["estimates"]
+    assert len(lines) + rejected == n_records + 1  # every record accounted for, + the bad line
+    assert summary["rejected"]["malformed_json"] == 1
+    assert f"{obs_path}:{n_records + 1}: malformed JSON" in r.stderr
+    assert {"non_finite", "null_island"} & set(summary["rejected"])
+    first = lines[0]
+    assert {"device", "t", "lat", "lon", "radius68", "radius95", "h3", "sources", "indoor"} <= set(
+        first
+    )
+    assert all(h3.get_resolution(e["h3"]) == 9 for e in lines)
+    assert all(e["radius95"] > e["radius68"] > 0 for e in lines)
+
+
+def test_fuse_to_stdout_without_registry_uses_gps_only(small_trace: tuple[Path, Path, int]) -> None:
+    obs_path, _, _ = small_trace
+    r = runner.invoke(app, ["geo", "fuse", str(obs_path)])
+    assert r.exit_code == 0
+    sources = {s for line in r.stdout.splitlines() for s in json.loads(line)["sources"]}
+    assert sources == {"gps"}
+    assert '"no_known_stations"' in r.stderr
+
+
+def test_missing_files_give_a_clear_error(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["geo", "fuse", str(tmp_path / "nope.jsonl")])
+    assert r.exit_code == 2
+    assert "does not exist" in r.stderr
+    bad_reg = tmp_path / "reg.json"
+    bad_reg.write_text('{"wifi": [{"bssid": "x", "lat": 95, "lon": 0}]}')
+    obs = tmp_path / "o.jsonl"
+    obs.write_text("")
+    r = runner.invoke(app, ["geo", "fuse", str(obs), "--registry", str(bad_reg)])
+    assert r.exit_code == 2
+    assert "wifi[0]" in r.stderr
+
+
+def test_learned_registry_locates_a_wifi_only_phone_honestly(tmp_path: Path) -> None:
+    """Crowd-source a registry from GPS-tagged scans, then locate phones with Wi-Fi only."""
+    world = make_world(5, size_m=1200, restaurants=4, buildings=20)
+    survey = simulate_day(world, couriers=6, duration_s=1800, seed=5, bad_rate=0.0)
+    survey_path = tmp_path / "survey.jsonl"
+    survey_path.write_text("".join(json.dumps(r) + "\n" for r in survey.records))
+    learned = tmp_path / "learned.json"
+    r = runner.invoke(app, ["geo", "learn", str(survey_path), "--out", str(learned)])
+    assert r.exit_code == 0, r.output
+    reg = json.loads(learned.read_text())
+    assert len(reg["wifi"]) > 100
+
+    # Another day, other couriers: only their Wi-Fi scans reach the locator.
+    probe = simulate_day(world, couriers=3, duration_s=900, seed=99, bad_rate=0.0)
+    wifi_only = [o for o in probe.observations if o.kind == "wifi"]
+    probe_path = tmp_path / "probe.jsonl"
+    probe_path.write_text("".join(json.dumps(observation_to_dict(o)) + "\n" for o in wifi_only))
+    r = runner.invoke(app, ["geo", "fuse", str(probe_path), "--registry", str(learned)])
+    assert r.exit_code == 0
+    est = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(est) >= 0.9 * len(wifi_only)
+    errors, r95 = [], []
+    for e in est:
+        tlat, tlon, _, _ = probe.truth[e["device"]].at(e["t"])
+        errors.append(haversine_m(e["lat"], e["lon"], tlat, tlon))
+        r95.append(e["radius95"])
+    assert np.median(errors) < 40
+    assert 0.85 <= np.mean(np.array(errors) <= np.array(r95)) <= 1.0
+    assert all(e["sources"] == ["wifi"] for e in est)
+
+
+@pytest.mark.skipif(shutil.which("o2o") is None, reason="console script not installed")
+def test_console_script_runs(small_trace: tuple[Path, Path, int]) -> None:
+    obs_path, reg_path, _ = small_trace
+    p = subprocess.run(
+        ["o2o", "geo", "fuse", str(obs_path), "--registry", str(reg_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert p.stdout.count("\n") > 100
+    assert "summary:" in p.stderr
