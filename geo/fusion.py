@@ -68,7 +68,7 @@ class FusionConfig:
     late_tolerance_s: float = 2.0
     """Observations up to this much older than the filter are applied, not rejected."""
     floors: Mapping[str, float] = field(
-        default_factory=lambda: {"gps": 0.27, "wifi": 0.3, "beacon": 0.1, "cell": 0.3}
+        default_factory=lambda: {"gps": 0.3, "wifi": 0.3, "beacon": 0.1, "cell": 0.3}
     )
     """Share of each source's error variance that is shared between its consecutive
     fixes (does not average out); calibrated on ``o2o bench geo --seed 1``."""
@@ -91,6 +91,14 @@ class Rejected:
     kind: str
     reason: str
     message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """Latest estimate of every device that a batch moved, and what the batch rejected."""
+
+    estimates: dict[str, Estimate]
+    rejected: list[Rejected]
 
 
 class DeviceFilter:
@@ -248,7 +256,36 @@ class FusionEngine:
         return self.process(obs)
 
     def process(self, obs: Observation) -> Estimate | Rejected:
-        """Fuse one observation of one device."""
+        """Fuse one observation of one device; its estimate right after, or why not."""
+        dev = self._ingest(obs)
+        if isinstance(dev, Rejected):
+            return dev
+        return self._estimate(obs.device, dev, obs.t)
+
+    def process_many(self, observations: Iterable[Observation]) -> list[Estimate | Rejected]:
+        """Fuse a time-ordered stream of many devices; one result per observation."""
+        process = self.process
+        return [process(o) for o in observations]
+
+    def process_batch(self, observations: Iterable[Observation]) -> BatchResult:
+        """The batch path: fuse a stream, return only each device's latest estimate.
+
+        What ingestion wants (a phone posts a batch; only where it is *now* matters):
+        intermediate estimates are never built, which roughly halves the cost per
+        observation compared with :meth:`process_many`.
+        """
+        ingest = self._ingest
+        touched: dict[str, DeviceFilter] = {}
+        rejected: list[Rejected] = []
+        for obs in observations:
+            r = ingest(obs)
+            if isinstance(r, Rejected):
+                rejected.append(r)
+            else:
+                touched[obs.device] = r
+        return BatchResult({d: self._estimate(d, f, f.t) for d, f in touched.items()}, rejected)
+
+    def _ingest(self, obs: Observation) -> DeviceFilter | Rejected:
         cfg = self.config
         dev = self.devices.get(obs.device)
         kind = obs.kind
@@ -287,12 +324,7 @@ class FusionEngine:
         dev.last_used[kind] = obs.t
         self._update_context(dev, obs, fix)
         self.accepted[kind] += 1
-        return self._estimate(obs.device, dev, obs.t)
-
-    def process_many(self, observations: Iterable[Observation]) -> list[Estimate | Rejected]:
-        """The batch path: fuse a time-ordered stream of many devices."""
-        process = self.process
-        return [process(o) for o in observations]
+        return dev
 
     def estimate(self, device: str, t: float | None = None) -> Estimate | None:
         """The device's current estimate, predicted forward to ``t`` when given."""

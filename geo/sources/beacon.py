@@ -59,7 +59,7 @@ class BeaconSource:
         *,
         shadowing_db: float = 4.0,
         tx_db: float = 2.0,
-        min_sigma_m: float = 0.7,
+        min_sigma_m: float = 0.5,
         prior_sigma_m: float = 30.0,
         max_range_m: float = 80.0,
         height_m: float = 0.5,

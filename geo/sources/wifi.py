@@ -287,7 +287,8 @@ class WifiSource:
     ``max_range_m`` cap on one RSSI-implied range; ``height_m`` vertical offset of APs;
     ``outlier_z`` shadowing z-score of the upper range used for consensus;
     ``outlier_slack_m`` extra distance tolerated before calling an AP inconsistent;
-    ``missing_rssi_dbm`` RSSI assumed when a reading has none.
+    ``missing_rssi_dbm`` RSSI assumed when a reading has none;
+    ``max_aps`` only the strongest this many known APs enter the solve.
     """
 
     kind: Literal["wifi"] = "wifi"
@@ -308,8 +309,10 @@ class WifiSource:
         outlier_z: float = 2.5,
         outlier_slack_m: float = 60.0,
         missing_rssi_dbm: float = -85.0,
+        max_aps: int = 12,
     ) -> None:
         self.registry = registry
+        self.max_aps = max_aps
         self.var_unknown = shadowing_db**2 + tx_unknown_db**2
         self.var_learnt = shadowing_db**2 + tx_learnt_db**2
         self.min_sigma2 = min_sigma_m**2
@@ -380,6 +383,11 @@ class WifiSource:
             raise Unlocatable(
                 "no_known_stations", f"none of {unknown} APs is in the registry", unknown=unknown
             )
+        if len(stations) > self.max_aps:
+            # The strongest APs carry nearly all the information (weak ones have wide
+            # range errors); capping them bounds the solve time of dense scans.
+            stations.sort(key=lambda st: st.rssi, reverse=True)
+            del stations[self.max_aps :]
         split = consistent_subset(stations, self.outlier_z, self.outlier_slack_m)
         if split is None:
             raise Unlocatable(
