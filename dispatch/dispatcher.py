@@ -310,6 +310,70 @@ class Dispatcher:
             return []
         return self.replan()
 
+    def load_snapshot(self, couriers: Sequence[Courier], orders: Sequence[Order]) -> list[Event]:
+        """Take over a whole city at once (a restart, a simulation start) with a plan.
+
+        Inserting a thousand orders one by one costs seconds; this builds a feasible
+        first plan in one pass instead: orders by ready time, each appended to the
+        courier who can reach its store earliest (vectorised over couriers), pickup and
+        drop-off back to back, so capacity holds whenever a courier can carry one order.
+        :meth:`replan` then improves it, warm-started from this plan.
+        """
+        for c in couriers:
+            self._advance(c.position_t)
+            self.couriers[c.id] = c
+            self.visits.setdefault(c.id, [])
+        for o in orders:
+            if o.id in self.orders:
+                raise DispatchError("duplicate_order", f"order {o.id!r} already exists")
+            self.orders[o.id] = o
+        active = [c for c in self.couriers.values() if c.on_shift and c.capacity >= 1]
+        new_visits: dict[str, list[Visit]] = {cid: list(v) for cid, v in self.visits.items()}
+        for o in orders:  # orders already with a courier stay there
+            if o.courier_id is None or o.courier_id not in new_visits or not o.is_open:
+                continue
+            if o.status == "assigned":
+                new_visits[o.courier_id] += [(o, "pickup"), (o, "dropoff")]
+            elif o.status == "picked_up":
+                new_visits[o.courier_id].insert(0, (o, "dropoff"))
+        if active:
+            free_at = np.empty(len(active))
+            where = np.empty((len(active), 2))
+            for i, c in enumerate(active):
+                timed = self._time(c, new_visits[c.id])
+                free_at[i] = timed.end if timed.stops else max(self.now, c.position_t)
+                last = timed.stops[-1].place if timed.stops else c.position
+                where[i] = last.point
+            shift_end = np.array([c.shift_end for c in active])
+            speed = np.array([c.speed_factor for c in active])
+            pending = sorted(
+                (o for o in orders if o.needs_courier and o.status == "placed"),
+                key=lambda o: (o.ready_at, o.id),
+            )
+            for o in pending:
+                to_store = self.travel.duration_matrix(where, np.asarray([o.pickup.point]))
+                arrive = free_at + to_store[:, 0] * speed
+                begin = np.maximum(arrive, o.ready_at)
+                begin[begin > shift_end] = np.inf
+                i = int(np.argmin(begin))
+                if not np.isfinite(begin[i]):
+                    self._unassigned[o.id] = "no_feasible_courier"
+                    continue
+                c = active[i]
+                leg = self.travel.duration_matrix(
+                    np.asarray([o.pickup.point]), np.asarray([o.dropoff.point])
+                )[0, 0]
+                free_at[i] = begin[i] + o.pickup_service_s + leg * speed[i] + o.dropoff_service_s
+                where[i] = o.dropoff.point
+                new_visits[c.id] += [(o, "pickup"), (o, "dropoff")]
+        events = self._apply(new_visits, {})
+        for o in orders:
+            if not o.needs_courier and o.is_open:
+                eta = max(o.ready_at, self.now)
+                self._announced_eta[o.id] = (eta, None)
+                events.append(EtaChanged(o.id, eta, None, self.now))
+        return events
+
     # -- the full re-plan -------------------------------------------------------------
     def replan(self) -> list[Event]:
         """Re-optimise every open order with OR-Tools, warm-started from the plan."""

@@ -156,3 +156,31 @@ def test_random_event_sequences_keep_the_plan_invariants(
                 assert on_route != (o.id in d.plan.unassigned), o
                 if o.status in ("assigned", "picked_up"):
                     assert seen.get(o.id) == o.courier_id
+
+
+def test_snapshot_gets_a_feasible_plan_at_once_and_replan_improves_it() -> None:
+    d = Dispatcher(TRAVEL, DispatchSettings(**FAST))  # type: ignore[arg-type]
+    couriers = [courier(f"c{i}", i * 1500.0 - 3000.0) for i in range(5)]
+    couriers[0] = Courier("c0", Place((-3000.0, 0.0)), 0.0, 0.0, 10_000.0, on_board=("ob",))
+    orders = [
+        order(f"o{i}", (i * 977.0) % 6000 - 3000, (i * 431.0) % 6000 - 3000, ready=float(i * 20))
+        for i in range(30)
+    ]
+    carried = Order(
+        "ob",
+        Place((0.0, 0.0)),
+        Place((-2500.0, 0.0)),
+        0.0,
+        0.0,
+        900.0,
+        status="picked_up",
+        courier_id="c0",
+    )
+    d.load_snapshot(couriers, [*orders, carried])
+    planned = {s.order_id for r in d.plan.routes.values() for s in r.stops}
+    assert planned | set(d.plan.unassigned) == {o.id for o in orders} | {"ob"}
+    assert "ob" in {s.order_id for s in d.plan.routes["c0"].stops}
+    before = total_travel(d)
+    d.replan()
+    assert total_travel(d) <= before
+    assert d.order("ob").courier_id == "c0"
