@@ -41,7 +41,7 @@ from dispatch.model import (
     StopKind,
     UnknownId,
 )
-from dispatch.problem import Objective, ProblemBuilder, RoutingProblem
+from dispatch.problem import Objective, ProblemBuilder, RoutingProblem, RoutingSolution
 from geo.travel import TravelTimeModel
 
 DROP_PENALTY = 50_000_000
@@ -135,6 +135,7 @@ Event = (
 @dataclass
 class DispatcherStats:
     replans: int = 0
+    replans_rejected: int = 0
     insertions: int = 0
     insertion_failures: int = 0
     last_solve_s: float = 0.0
@@ -158,6 +159,7 @@ class Dispatcher:
         self.visits: dict[str, list[Visit]] = {}
         self.plan = Plan(now)
         self.stats = DispatcherStats()
+        self.last_solution: RoutingSolution | None = None
         self._last_replan = -math.inf
         self._announced_eta: dict[str, tuple[float | None, float | None]] = {}
         self._announced_delay: dict[str, float] = {}
@@ -182,6 +184,23 @@ class Dispatcher:
         if order.mode == "self_pickup":
             return (max(order.ready_at, self.now), None) if order.is_open else (None, None)
         return self.plan.eta(order_id, "pickup"), self.plan.eta(order_id, "dropoff")
+
+    def plan_cost(self) -> dict[str, float]:
+        """The current plan scored like the optimiser scores it (seconds-equivalent).
+
+        ``cost`` = travel + ``lateness_weight`` x lateness + a drop penalty per order
+        no route serves (churn is not counted: it depends on the previous plan).
+        """
+        travel = late = 0.0
+        for cid, visits in self.visits.items():
+            c = self.couriers.get(cid)
+            if c is not None and visits:
+                timed = self._time(c, visits)
+                travel += timed.travel_s
+                late += timed.lateness_s
+        unserved = len(self.plan.unassigned)
+        cost = travel + self.settings.lateness_weight * late + DROP_PENALTY * unserved
+        return {"cost": cost, "travel_s": travel, "lateness_s": late, "unassigned": unserved}
 
     def open_orders(self) -> list[Order]:
         return [o for o in self.orders.values() if o.is_open]
@@ -392,6 +411,7 @@ class Dispatcher:
             solution_limit=self.settings.solution_limit,
         )
         elapsed = time.perf_counter() - t0
+        self.last_solution = solution
         self.stats.replans += 1
         self.stats.last_solve_s = elapsed
         self.stats.solve_seconds.append(elapsed)
@@ -401,8 +421,14 @@ class Dispatcher:
             for s in r.visits:
                 order_id, kind = node_visit[s.node]
                 new_visits[cid].append((self.orders[order_id], kind))
-        dropped = {problem.requests[d.request].id: d.reason for d in solution.dropped}
-        return self._apply(new_visits, {str(k): v for k, v in dropped.items()})
+        dropped = {str(problem.requests[d.request].id): d.reason for d in solution.dropped}
+        served = {o.id for vs in self.visits.values() for o, _k in vs}
+        if served & set(dropped):
+            # The search ran out of time before matching the current plan: never trade
+            # a served order for an unserved one; keep the plan we have.
+            self.stats.replans_rejected += 1
+            return []
+        return self._apply(new_visits, dropped)
 
     def _build_problem(
         self,
@@ -545,12 +571,36 @@ class Dispatcher:
         for idx in ranked:
             c = active[int(idx)]
             current = self.visits.get(c.id, [])
-            base = self._time(c, current)
+            # One small matrix per courier: point 0 is the courier, 1..n its stops,
+            # n+1 / n+2 the new pickup / drop-off; every candidate's legs index into it.
+            n = len(current)
+            pts = [
+                c.position.point,
+                *(_visit_point(v) for v in current),
+                order.pickup.point,
+                order.dropoff.point,
+            ]
+            arr = np.asarray(pts, dtype=np.float64)
+            m = self.travel.duration_matrix(arr, arr) * c.speed_factor
+            start_t = max(self.now, c.position_t)
+
+            def timed(seq: list[int], visits: list[Visit]) -> RouteCheck:
+                legs = m[seq[:-1], seq[1:]]
+                return time_route(c, visits, c.position, start_t, self.travel, legs)
+
+            base_idx = list(range(n + 1))
+            base = timed(base_idx, current)
             base_cost = base.travel_s + s.lateness_weight * base.lateness_s
             first = 1 if (s.freeze_next_stop and current) else 0
-            n = len(current)
             for i in range(first, n + 1):
                 for j in range(i, n + 1):
+                    seq = [
+                        *base_idx[: i + 1],
+                        n + 1,
+                        *base_idx[i + 1 : j + 1],
+                        n + 2,
+                        *base_idx[j + 1 :],
+                    ]
                     cand = [
                         *current[:i],
                         (order, "pickup"),
@@ -558,7 +608,7 @@ class Dispatcher:
                         (order, "dropoff"),
                         *current[j:],
                     ]
-                    check = self._time(c, cand)
+                    check = timed(seq, cand)
                     if not check.feasible:
                         continue
                     cost = check.travel_s + s.lateness_weight * check.lateness_s - base_cost
@@ -624,15 +674,13 @@ class Dispatcher:
                 events += self._unassign(order.id, dropped.get(order.id, "dropped_by_plan"))
             elif order.status == "placed" and order.id in dropped:
                 self._unassigned[order.id] = dropped[order.id]
-        return events + self._retime(changed, route_changed=True, others=True)
+        return events + self._retime(changed, route_changed=True)
 
-    def _retime(
-        self, courier_ids: Sequence[str], route_changed: bool, others: bool = False
-    ) -> list[Event]:
+    def _retime(self, courier_ids: Sequence[str], route_changed: bool) -> list[Event]:
         """Re-time routes, rebuild the plan, emit route/ETA/delay events."""
         events: list[Event] = []
         routes = dict(self.plan.routes)
-        todo = list(self.visits) if others else list(courier_ids)
+        todo = list(courier_ids)
         for cid in todo:
             c = self.couriers.get(cid)
             if c is None:
@@ -683,6 +731,10 @@ class Dispatcher:
                             DelayPredicted(order_id, dropoff, order.promised_by, delay, self.now)
                         )
         return events
+
+
+def _visit_point(v: Visit) -> tuple[float, float]:
+    return v[0].pickup.point if v[1] == "pickup" else v[0].dropoff.point
 
 
 def _moved(old: float | None, new: float | None, tolerance: float) -> bool:
