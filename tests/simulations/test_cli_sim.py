@@ -1,0 +1,71 @@
+"""``o2o simulate`` and ``o2o bench mdrp`` through a typer app of our own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from api.cli_sim import register
+from benchmarks.mdrp_bench import run
+from tests.simulations.conftest import TINY
+
+app = typer.Typer()
+bench = typer.Typer()
+app.add_typer(bench, name="bench")
+register(app, bench)
+runner = CliRunner()
+
+
+def test_simulate_json_and_out_dir(tmp_path: Path) -> None:
+    r = runner.invoke(
+        app, ["simulate", str(TINY), "--policy", "greedy", "--json", "--out", str(tmp_path)]
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["policy"] == "greedy" and doc["delivered"] == 3 and doc["violations"] == 0
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "kpis.json", "solution_info_assignments.txt", "solution_info_orders.txt",
+        "solution_info_couriers.txt",
+    }  # fmt: skip
+    r = runner.invoke(app, ["simulate", str(TINY), "--mode", "free"])
+    assert r.exit_code == 0, r.output
+    assert "c2d_mean" in r.stdout
+
+
+def test_simulate_errors() -> None:
+    r = runner.invoke(app, ["simulate"])
+    assert r.exit_code == 2 and "no SCENARIO" in r.stderr
+    r = runner.invoke(app, ["simulate", str(TINY), "--policy", "ortools"])
+    assert r.exit_code == 2 and "not available yet" in r.stderr
+    r = runner.invoke(app, ["simulate", str(TINY), "--policy", "magic"])
+    assert r.exit_code == 2 and "unknown policy" in r.stderr
+    r = runner.invoke(app, ["simulate", str(TINY.parent), "--policy", "greedy"])
+    assert r.exit_code == 2 and "not a known scenario" in r.stderr
+
+
+def test_bench_mdrp_json() -> None:
+    r = runner.invoke(app, ["bench", "mdrp", str(TINY.parent), "--json", "--processes", "1"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert [(i["name"], i["policy"]) for i in doc["instances"]] == [
+        ("tiny", "greedy"),
+        ("tiny", "bundling"),
+    ]
+    agg = doc["aggregate"]["bundling"]
+    assert agg["weighted"]["delivered_share"] == 0.75
+    assert agg["weighted"]["c2d_mean"] == agg["unweighted"]["c2d_mean"] == 25.6667
+    assert agg["violations"] == 0 and agg["courier_pay_total"] == 60.0
+    r = runner.invoke(app, ["bench", "mdrp", str(TINY), "--policy", "ortools"])
+    assert r.exit_code == 2 and "not available yet" in r.stderr
+
+
+def test_bench_in_parallel_gives_the_same_records() -> None:
+    serial = run([TINY], ["greedy", "bundling"], processes=1)
+    parallel = run([TINY], ["greedy", "bundling"], processes=2)
+    strip = [{k: v for k, v in rec.items() if k != "wall_s"} for rec in serial["instances"]]
+    assert strip == [
+        {k: v for k, v in rec.items() if k != "wall_s"} for rec in parallel["instances"]
+    ]
