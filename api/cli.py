@@ -15,6 +15,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from api.cli_sim import register as register_simulation_commands
+
 app = typer.Typer(
     name="o2o",
     help="O2O location and delivery dispatch platform.",
@@ -25,6 +27,7 @@ geo_app = typer.Typer(help="Positioning: fuse phone signals, learn station regis
 bench_app = typer.Typer(help="Reproducible benchmarks that print one JSON object.")
 app.add_typer(geo_app, name="geo")
 app.add_typer(bench_app, name="bench")
+register_simulation_commands(app, bench_app)
 
 
 def _fail(message: str) -> NoReturn:
@@ -127,7 +130,9 @@ def geo_learn(
             typer.echo(f"{observations}:{n}: rejected ({e.reason}) {e}", err=True)
     result = learn_registry(obs, existing, max_dt=max_dt)
     result.registry.save(out)
-    typer.echo(f"summary: {json.dumps({'rejected': dict(bad), **result.stats.as_dict()})}", err=True)
+    typer.echo(
+        f"summary: {json.dumps({'rejected': dict(bad), **result.stats.as_dict()})}", err=True
+    )
 
 
 @bench_app.command("geo")
@@ -164,3 +169,4 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
         else:
             rows.append((f"{prefix}{k}", v))
     return rows
+

@@ -35,10 +35,10 @@ def make_snapshot(
     rng = np.random.default_rng(seed)
     frame = LocalFrame(*CENTER)
 
-    def place(x: float, y: float, pid: str | None = None) -> Place:
-        return Place(frame.to_latlon(x, y), pid)
+    def place(xy: Any, pid: str | None = None) -> Place:
+        return Place(frame.to_latlon(float(xy[0]), float(xy[1])), pid)
 
-    restaurants = [place(*rng.normal(0, 2500, 2), f"r{i}") for i in range(max(10, n_orders // 6))]
+    restaurants = [place(rng.normal(0, 2500, 2), f"r{i}") for i in range(max(10, n_orders // 6))]
     orders: list[Order] = []
     for i in range(n_orders):
         r = restaurants[int(rng.integers(len(restaurants)))]
@@ -48,7 +48,7 @@ def make_snapshot(
             Order(
                 f"o{i}",
                 r,
-                place(rx + rng.normal(0, 1500), ry + rng.normal(0, 1500)),
+                place((rx + rng.normal(0, 1500), ry + rng.normal(0, 1500))),
                 placed_at=placed,
                 ready_at=placed + float(rng.uniform(600, 1500)),
                 promised_by=placed + 2400.0,
@@ -70,7 +70,7 @@ def make_snapshot(
                 Order(
                     oid,
                     r,
-                    place(rx + rng.normal(0, 1500), ry + rng.normal(0, 1500)),
+                    place((rx + rng.normal(0, 1500), ry + rng.normal(0, 1500))),
                     placed_at=NOW - 1500.0,
                     ready_at=NOW - 600.0,
                     promised_by=NOW + 900.0,
@@ -83,7 +83,7 @@ def make_snapshot(
         couriers.append(
             Courier(
                 f"c{i}",
-                place(*rng.normal(0, 3000, 2)),
+                place(rng.normal(0, 3000, 2)),
                 NOW,
                 NOW - 3600.0,
                 NOW + 3 * 3600.0,

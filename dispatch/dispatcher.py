@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import numpy.typing as npt
 
 from dispatch.eta import RouteCheck, Visit, time_route
 from dispatch.model import (
@@ -61,6 +62,8 @@ class DispatchSettings:
     """Cost per second of a drop-off past its promise (3 = a late second costs 3 s)."""
     churn_s: int = 120
     """Cost of moving an already assigned order to another courier."""
+    waiting_weight: int = 0
+    """Cost per second a courier waits at a store for food that is not ready."""
     lock_within_s: float = 120.0
     """An order is locked to its courier once their pickup ETA is this close."""
     freeze_next_stop: bool = True
@@ -440,7 +443,11 @@ class Dispatcher:
         now = self.now
         b = ProblemBuilder(
             objective=Objective(
-                travel_time=1, lateness=s.lateness_weight, churn=s.churn_s, dropped=1
+                travel_time=1,
+                lateness=s.lateness_weight,
+                waiting=s.waiting_weight,
+                churn=s.churn_s,
+                dropped=1,
             )
         )
         points: list[tuple[float, float]] = []
@@ -574,19 +581,26 @@ class Dispatcher:
             # One small matrix per courier: point 0 is the courier, 1..n its stops,
             # n+1 / n+2 the new pickup / drop-off; every candidate's legs index into it.
             n = len(current)
-            pts = [
-                c.position.point,
-                *(_visit_point(v) for v in current),
-                order.pickup.point,
-                order.dropoff.point,
-            ]
-            arr = np.asarray(pts, dtype=np.float64)
+            arr = np.asarray(
+                [
+                    c.position.point,
+                    *(_visit_point(v) for v in current),
+                    order.pickup.point,
+                    order.dropoff.point,
+                ],
+                dtype=np.float64,
+            )
             m = self.travel.duration_matrix(arr, arr) * c.speed_factor
             start_t = max(self.now, c.position_t)
 
-            def timed(seq: list[int], visits: list[Visit]) -> RouteCheck:
-                legs = m[seq[:-1], seq[1:]]
-                return time_route(c, visits, c.position, start_t, self.travel, legs)
+            def timed(
+                seq: list[int],
+                visits: list[Visit],
+                m: npt.NDArray[np.float64] = m,
+                c: Courier = c,
+                start_t: float = start_t,
+            ) -> RouteCheck:
+                return time_route(c, visits, c.position, start_t, self.travel, m[seq[:-1], seq[1:]])
 
             base_idx = list(range(n + 1))
             base = timed(base_idx, current)
