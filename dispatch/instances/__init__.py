@@ -1,0 +1,1 @@
+"""Readers that turn benchmark instance files into routing problems."""
