@@ -161,6 +161,78 @@ def bench_geo(
     Console().print(table)
 
 
+@app.command("solve")
+def solve_instance(
+    instance: Annotated[Path, typer.Argument(help="a Li & Lim PDPTW instance file")],
+    time_limit: Annotated[float, typer.Option(min=0.1, help="seconds")] = 10.0,
+    seed: Annotated[int, typer.Option(help="seed of the search")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON object only")] = False,
+) -> None:
+    """Solve a static pickup-and-delivery batch (Li & Lim format) with the OR-Tools engine.
+
+    Prints vehicles, distance (unrounded Euclidean, recomputed from the routes), routes
+    (task ids in visiting order, depot excluded) and unassigned tasks.
+    """
+    from benchmarks.lilim_bench import solve_file
+    from dispatch.problem import ProblemError
+
+    if not instance.is_file():
+        _fail(f"instance {instance} does not exist")
+    try:
+        result = solve_file(instance, time_limit, seed)
+    except (ProblemError, ValueError, IndexError) as e:
+        _fail(f"{instance}: not a valid Li & Lim instance ({e})")
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(
+        f"{instance.name}: {result['vehicles']} vehicles, distance {result['distance']:.2f}, "
+        f"{len(result['unassigned'])} unassigned"
+    )
+    for i, route in enumerate(result["routes"], 1):
+        typer.echo(f"  route {i}: {' '.join(map(str, route))}")
+
+
+@bench_app.command("dispatch")
+def bench_dispatch(
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON object only")] = False,
+    time_limit: Annotated[
+        float, typer.Option(min=0.1, help="seconds per Li & Lim instance")
+    ] = 10.0,
+    limit: Annotated[int | None, typer.Option(help="only the first N Li & Lim instances")] = None,
+    peers: Annotated[bool, typer.Option(help="also run VROOM and PyVRP when installed")] = True,
+    snapshots: Annotated[bool, typer.Option(help="run the live re-planning snapshots")] = True,
+    lilim_dir: Annotated[Path | None, typer.Option(help="Li & Lim instances folder")] = None,
+) -> None:
+    """Li & Lim quality (ours and peers) and live re-planning latency of dispatch."""
+    from benchmarks import dispatch_bench, lilim_bench
+
+    folder = lilim_dir or lilim_bench.DEFAULT_DIR
+    result: dict[str, Any] = {}
+    if folder.is_dir():
+        result["lilim"] = lilim_bench.run(folder, time_limit, limit)
+        if peers:
+            result["vroom"] = lilim_bench.run_vroom(folder, limit)
+            result["pyvrp"] = lilim_bench.run_pyvrp(folder, time_limit, limit)
+    else:
+        typer.echo(f"o2o: {folder} not found: Li & Lim part skipped", err=True)
+    if snapshots:
+        result.update(dispatch_bench.run())
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="o2o bench dispatch")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in _flatten(result):
+        if "per_instance" not in key:
+            table.add_row(key, str(value))
+    Console().print(table)
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = []
     for k, v in d.items():
@@ -169,4 +241,3 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
         else:
             rows.append((f"{prefix}{k}", v))
     return rows
-
