@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import numpy.typing as npt
 
 from dispatch.eta import RouteCheck, Visit, time_route
 from dispatch.model import (
@@ -67,7 +66,9 @@ class DispatchSettings:
     lock_within_s: float = 120.0
     """An order is locked to its courier once their pickup ETA is this close."""
     freeze_next_stop: bool = True
-    insertion_candidates: int = 8
+    max_couriers_per_solve: int = 60
+    """Bigger fleets are split into nearby groups solved one after another."""
+    insertion_candidates: int = 6
     """Nearest couriers tried by the insertion heuristic."""
     delay_threshold_s: float = 0.0
     delay_growth_s: float = 300.0
@@ -398,43 +399,103 @@ class Dispatcher:
 
     # -- the full re-plan -------------------------------------------------------------
     def replan(self) -> list[Event]:
-        """Re-optimise every open order with OR-Tools, warm-started from the plan."""
+        """Re-optimise every open order with OR-Tools, warm-started from the plan.
+
+        Large cities are cut into groups of at most ``max_couriers_per_solve`` nearby
+        couriers (k-means on where they are), each solved on its own share of the time
+        budget: OR-Tools model construction grows much faster than linearly with
+        vehicles x nodes, and couriers kilometres apart rarely trade orders.
+        """
         from dispatch.solvers.ortools import solve  # only module that imports OR-Tools
 
         self._last_replan = self.now
-        built = self._build_problem()
-        if built is None:
-            return self._retime(list(self.visits), route_changed=False)
-        problem, vehicle_ids, node_visit, frozen = built
+        groups = self._partition()
+        budget = self.settings.solve_time_limit_s
         t0 = time.perf_counter()
-        solution = solve(
-            problem,
-            self.settings.solve_time_limit_s,
-            seed=self.settings.seed,
-            solution_limit=self.settings.solution_limit,
-        )
+        new_visits: dict[str, list[Visit]] = {cid: list(v) for cid, v in self.visits.items()}
+        dropped: dict[str, str] = {}
+        solved = False
+        for k, (cids, oids) in enumerate(groups):
+            built = self._build_problem(cids, oids)
+            if built is None:
+                continue
+            problem, vehicle_ids, node_visit, frozen = built
+            left = budget - (time.perf_counter() - t0)
+            solution = solve(
+                problem,
+                max(0.05, left / (len(groups) - k)),
+                seed=self.settings.seed,
+                solution_limit=self.settings.solution_limit,
+            )
+            self.last_solution = solution
+            sub_dropped = {str(problem.requests[d.request].id): d.reason for d in solution.dropped}
+            served = {o.id for cid in vehicle_ids for o, _k in self.visits.get(cid, [])}
+            if served & set(sub_dropped):
+                # The search ran out of time before matching the current plan: never
+                # trade a served order for an unserved one; keep this group's plan.
+                self.stats.replans_rejected += 1
+                continue
+            solved = True
+            for cid in vehicle_ids:
+                new_visits[cid] = list(frozen.get(cid, []))
+            for r in solution.routes:
+                cid = vehicle_ids[r.vehicle]
+                for st in r.visits:
+                    order_id, kind = node_visit[st.node]
+                    new_visits[cid].append((self.orders[order_id], kind))
+            dropped.update(sub_dropped)
         elapsed = time.perf_counter() - t0
-        self.last_solution = solution
         self.stats.replans += 1
         self.stats.last_solve_s = elapsed
         self.stats.solve_seconds.append(elapsed)
-        new_visits: dict[str, list[Visit]] = {cid: list(frozen.get(cid, [])) for cid in self.visits}
-        for r in solution.routes:
-            cid = vehicle_ids[r.vehicle]
-            for s in r.visits:
-                order_id, kind = node_visit[s.node]
-                new_visits[cid].append((self.orders[order_id], kind))
-        dropped = {str(problem.requests[d.request].id): d.reason for d in solution.dropped}
-        served = {o.id for vs in self.visits.values() for o, _k in vs}
-        if served & set(dropped):
-            # The search ran out of time before matching the current plan: never trade
-            # a served order for an unserved one; keep the plan we have.
-            self.stats.replans_rejected += 1
+        if not solved:
             return []
         return self._apply(new_visits, dropped)
 
+    def _partition(self) -> list[tuple[set[str], set[str]]]:
+        """Groups of (couriers, open orders) solved independently; see :meth:`replan`.
+
+        Orders already with a courier stay in that courier's group; unassigned orders
+        join the group whose centre is nearest their store.
+        """
+        s = self.settings
+        cids = [cid for cid, c in self.couriers.items() if c.on_shift or c.on_board]
+        open_ids = {o.id for o in self.orders.values() if o.is_open and o.needs_courier}
+        k = max(1, math.ceil(len(cids) / s.max_couriers_per_solve))
+        if k == 1:
+            return [(set(cids), open_ids)]
+        pts = np.asarray([self.couriers[c].position.point for c in cids], dtype=np.float64)
+        scale = np.ones(2)
+        if self.travel.coords == "latlon":
+            scale[1] = math.cos(math.radians(float(pts[:, 0].mean())))
+        pts = pts * scale
+        rng = np.random.default_rng(s.seed)
+        centres = pts[rng.choice(len(pts), size=k, replace=False)]
+        for _ in range(10):  # Lloyd iterations; a rough split is all we need
+            label = np.argmin(((pts[:, None, :] - centres[None]) ** 2).sum(axis=2), axis=1)
+            for j in range(k):
+                if (label == j).any():
+                    centres[j] = pts[label == j].mean(axis=0)
+        label = np.argmin(((pts[:, None, :] - centres[None]) ** 2).sum(axis=2), axis=1)
+        groups: list[tuple[set[str], set[str]]] = [(set(), set()) for _ in range(k)]
+        group_of: dict[str, int] = {}
+        for cid, j in zip(cids, label, strict=True):
+            groups[int(j)][0].add(cid)
+            group_of[cid] = int(j)
+        staffed = np.array([bool(g[0]) for g in groups])
+        for oid in sorted(open_ids):
+            o = self.orders[oid]
+            if o.courier_id in group_of:
+                groups[group_of[o.courier_id]][1].add(oid)
+                continue
+            p = np.asarray(o.pickup.point, dtype=np.float64) * scale
+            d = ((centres - p) ** 2).sum(axis=1)
+            d[~staffed] = np.inf
+            groups[int(np.argmin(d))][1].add(oid)
+        return [g for g in groups if g[0]]
+
     def _build_problem(
-        self,
+        self, courier_ids: set[str], order_ids: set[str]
     ) -> (
         tuple[RoutingProblem, list[str], dict[int, tuple[str, StopKind]], dict[str, list[Visit]]]
         | None
@@ -456,7 +517,8 @@ class Dispatcher:
         frozen: dict[str, list[Visit]] = {}
         on_board_of: dict[str, str] = {}
         start_info: dict[str, tuple[Place, float]] = {}
-        for cid, c in self.couriers.items():
+        for cid in sorted(courier_ids):
+            c = self.couriers[cid]
             visits = self.visits.get(cid, [])
             if not c.on_shift and not c.on_board:
                 continue
@@ -491,7 +553,8 @@ class Dispatcher:
         initial: dict[str, list[int]] = {cid: [] for cid in vehicle_ids}
         node_of: dict[tuple[str, str], int] = {}
         n_requests = 0
-        for order in self.orders.values():
+        for oid in sorted(order_ids):
+            order = self.orders[oid]
             if not order.is_open or not order.needs_courier or order.id in frozen_done:
                 continue
             carrier = order.courier_id if order.status == "picked_up" else on_board_of.get(order.id)
@@ -557,15 +620,18 @@ class Dispatcher:
                 *self._retime([], route_changed=False),
             ]
         cid, visits = best
-        new = {k: list(v) for k, v in self.visits.items()}
-        new[cid] = visits
-        return self._apply(new, {})
+        return self._apply({cid: visits}, {})
 
     def best_insertion(self, order: Order) -> tuple[str, list[Visit]] | None:
         """Cheapest feasible insertion of ``order`` among the nearest couriers.
 
         Cost = added travel seconds + ``lateness_weight`` x added lateness seconds.
         The courier's frozen next stop stays first. Returns (courier, new visits).
+
+        Added travel is exact from one small matrix and is a lower bound of the added
+        cost (an insertion can only delay stops, never make them less late), so the
+        candidates are timed in order of added travel and the search stops as soon as
+        that bound exceeds the best feasible cost found: usually after a few timings.
         """
         s = self.settings
         active = [c for c in self.couriers.values() if c.on_shift and c.shift_end > self.now]
@@ -573,61 +639,74 @@ class Dispatcher:
             return None
         pts = np.asarray([c.position.point for c in active], dtype=np.float64)
         to_pickup = self.travel.duration_matrix(pts, np.asarray([order.pickup.point]))[:, 0]
-        ranked = np.argsort(to_pickup, kind="stable")[: s.insertion_candidates]
-        best: tuple[float, str, list[Visit]] | None = None
-        for idx in ranked:
-            c = active[int(idx)]
+        ranked = [active[int(i)] for i in np.argsort(to_pickup, kind="stable")]
+        ranked = ranked[: s.insertion_candidates]
+        # One matrix for all candidates: per courier a block [position, stops..., P, D].
+        blocks: list[tuple[Courier, list[Visit], int]] = []
+        points: list[tuple[float, float]] = []
+        for c in ranked:
             current = self.visits.get(c.id, [])
-            # One small matrix per courier: point 0 is the courier, 1..n its stops,
-            # n+1 / n+2 the new pickup / drop-off; every candidate's legs index into it.
+            blocks.append((c, current, len(points)))
+            points += [c.position.point, *(_visit_point(v) for v in current)]
+            points += [order.pickup.point, order.dropoff.point]
+        arr = np.asarray(points, dtype=np.float64)
+        full = self.travel.duration_matrix(arr, arr)
+        options: list[tuple[float, int, int, int]] = []  # (added travel, block, i, j)
+        for b, (c, current, off) in enumerate(blocks):
             n = len(current)
-            arr = np.asarray(
-                [
-                    c.position.point,
-                    *(_visit_point(v) for v in current),
-                    order.pickup.point,
-                    order.dropoff.point,
-                ],
-                dtype=np.float64,
-            )
-            m = self.travel.duration_matrix(arr, arr) * c.speed_factor
-            start_t = max(self.now, c.position_t)
-
-            def timed(
-                seq: list[int],
-                visits: list[Visit],
-                m: npt.NDArray[np.float64] = m,
-                c: Courier = c,
-                start_t: float = start_t,
-            ) -> RouteCheck:
-                return time_route(c, visits, c.position, start_t, self.travel, m[seq[:-1], seq[1:]])
-
-            base_idx = list(range(n + 1))
-            base = timed(base_idx, current)
-            base_cost = base.travel_s + s.lateness_weight * base.lateness_s
+            m = full[off : off + n + 3, off : off + n + 3] * c.speed_factor
+            pk, dl = n + 1, n + 2
             first = 1 if (s.freeze_next_stop and current) else 0
             for i in range(first, n + 1):
+                # Pickup goes between stop i (0 = the courier) and stop i + 1.
+                nxt_i = i + 1 if i < n else None
+                add_p = m[i, pk] + (m[pk, nxt_i] - m[i, nxt_i] if nxt_i is not None else 0.0)
                 for j in range(i, n + 1):
-                    seq = [
-                        *base_idx[: i + 1],
-                        n + 1,
-                        *base_idx[i + 1 : j + 1],
-                        n + 2,
-                        *base_idx[j + 1 :],
-                    ]
-                    cand = [
-                        *current[:i],
-                        (order, "pickup"),
-                        *current[i:j],
-                        (order, "dropoff"),
-                        *current[j:],
-                    ]
-                    check = timed(seq, cand)
-                    if not check.feasible:
-                        continue
-                    cost = check.travel_s + s.lateness_weight * check.lateness_s - base_cost
-                    if best is None or cost < best[0]:
-                        best = (cost, c.id, cand)
+                    nxt_j = j + 1 if j < n else None
+                    if j == i:
+                        tail = m[dl, nxt_i] - m[i, nxt_i] if nxt_i is not None else 0.0
+                        added = m[i, pk] + m[pk, dl] + tail
+                    else:
+                        added = (
+                            add_p
+                            + m[j, dl]
+                            + (m[dl, nxt_j] - m[j, nxt_j] if nxt_j is not None else 0.0)
+                        )
+                    options.append((float(added), b, i, j))
+        options.sort()
+        best: tuple[float, str, list[Visit]] | None = None
+        base_cost: dict[int, float] = {}
+
+        def evaluate(b: int, i: int, j: int) -> tuple[float, str, list[Visit]] | None:
+            c, current, off = blocks[b]
+            n = len(current)
+            m = full[off : off + n + 3, off : off + n + 3] * c.speed_factor
+            start_t = max(self.now, c.position_t)
+            if b not in base_cost:
+                legs = m[list(range(n)), list(range(1, n + 1))]
+                base = time_route(c, current, c.position, start_t, self.travel, legs, False)
+                base_cost[b] = base.travel_s + s.lateness_weight * base.lateness_s
+            seq = [*range(i + 1), n + 1, *range(i + 1, j + 1), n + 2, *range(j + 1, n + 1)]
+            cand = [*current[:i], (order, "pickup"), *current[i:j], (order, "dropoff")]
+            cand += current[j:]
+            legs = m[seq[:-1], seq[1:]]
+            check = time_route(c, cand, c.position, start_t, self.travel, legs, False)
+            if not check.feasible:
+                return None
+            cost = check.travel_s + s.lateness_weight * check.lateness_s - base_cost[b]
+            return cost, c.id, cand
+
+        # Appending delays nobody: cheap to check and a good first bound.
+        for b, (_c, current, _off) in enumerate(blocks):
+            found = evaluate(b, len(current), len(current))
+            if found is not None and (best is None or found[0] < best[0]):
+                best = found
+        for added, b, i, j in options:
+            if best is not None and added >= best[0]:
+                break  # the bound: nothing further down can be cheaper
+            found = evaluate(b, i, j)
+            if found is not None and (best is None or found[0] < best[0]):
+                best = found
         return None if best is None else (best[1], best[2])
 
     # -- plumbing ---------------------------------------------------------------------
@@ -646,9 +725,7 @@ class Dispatcher:
             if order.is_open and order.status == "placed":
                 best = self.best_insertion(order)
                 if best is not None:
-                    new = {k: list(v) for k, v in self.visits.items()}
-                    new[best[0]] = best[1]
-                    events += self._apply(new, {})
+                    events += self._apply({best[0]: best[1]}, {})
         return events
 
     def _unassign(self, order_id: str, reason: str) -> list[Event]:
@@ -664,15 +741,21 @@ class Dispatcher:
         self._announced_delay.pop(order_id, None)
 
     def _apply(self, new_visits: dict[str, list[Visit]], dropped: dict[str, str]) -> list[Event]:
-        """Install new routes: status changes, route events, ETA and delay events."""
+        """Install new routes for the couriers in ``new_visits`` (others keep theirs).
+
+        Emits status changes, route events, ETA and delay events. An order that left a
+        changed route without joining another one goes back to the pool.
+        """
         events: list[Event] = []
         changed: list[str] = []
         assigned_to: dict[str, str] = {}
+        removed: set[str] = set()
         for cid, visits in new_visits.items():
             visits = [(self.orders[o.id], k) for o, k in visits]
-            old = [(o.id, k) for o, k in self.visits.get(cid, [])]
-            if [(o.id, k) for o, k in visits] != old:
+            before = self.visits.get(cid, [])
+            if [(o.id, k) for o, k in visits] != [(o.id, k) for o, k in before]:
                 changed.append(cid)
+                removed.update(o.id for o, _k in before)
             self.visits[cid] = visits
             for o, _k in visits:
                 assigned_to[o.id] = cid
@@ -683,11 +766,12 @@ class Dispatcher:
                 self.orders[order_id] = order.transition("assigned", self.now, cid)
                 self._unassigned.pop(order_id, None)
                 events.append(OrderAssigned(order_id, cid, previous, self.now))
-        for order in list(self.orders.values()):
-            if order.status == "assigned" and order.id not in assigned_to:
-                events += self._unassign(order.id, dropped.get(order.id, "dropped_by_plan"))
-            elif order.status == "placed" and order.id in dropped:
-                self._unassigned[order.id] = dropped[order.id]
+        for order_id in sorted(removed - assigned_to.keys()):
+            if self.orders[order_id].status == "assigned":
+                events += self._unassign(order_id, dropped.get(order_id, "dropped_by_plan"))
+        for order_id, reason in dropped.items():
+            if self.orders[order_id].status == "placed":
+                self._unassigned[order_id] = reason
         return events + self._retime(changed, route_changed=True)
 
     def _retime(self, courier_ids: Sequence[str], route_changed: bool) -> list[Event]:
@@ -716,17 +800,20 @@ class Dispatcher:
             if o.is_open and o.needs_courier and o.status == "placed"
         }
         self.plan = Plan(self.now, routes, unassigned)
-        touched = {s.order_id for cid in todo if cid in routes for s in routes[cid].stops}
-        events += self._eta_events(touched)
+        etas: dict[str, list[float | None]] = {}
+        for cid in todo:
+            for st in routes[cid].stops if cid in routes else ():
+                etas.setdefault(st.order_id, [None, None])[st.kind == "dropoff"] = st.eta
+        events += self._eta_events(etas)
         return events
 
-    def _eta_events(self, order_ids: set[str]) -> list[Event]:
+    def _eta_events(self, etas: dict[str, list[float | None]]) -> list[Event]:
+        """ETA and delay announcements for orders whose (pickup, drop-off) ETAs are given."""
         s = self.settings
         events: list[Event] = []
-        for order_id in sorted(order_ids):
+        for order_id in sorted(etas):
             order = self.orders[order_id]
-            pickup = self.plan.eta(order_id, "pickup")
-            dropoff = self.plan.eta(order_id, "dropoff")
+            pickup, dropoff = etas[order_id]
             last = self._announced_eta.get(order_id)
             if (
                 last is None

@@ -55,13 +55,16 @@ def time_route(
     start_time: float,
     travel: TravelTimeModel,
     legs: npt.NDArray[np.float64] | None = None,
+    build_stops: bool = True,
 ) -> RouteCheck:
     """Time ``visits`` for ``courier`` leaving ``start`` at ``start_time``.
 
     Checks what a route must respect: capacity along the way (orders on board count
     from the start), each order's drop-off after its pickup, no pickup after the shift
     ends, drop-offs before ``latest_by``. Lateness is the sum over drop-offs of the time
-    past ``promised_by``. ``legs`` may pass precomputed leg durations.
+    past ``promised_by``. ``legs`` may pass precomputed leg durations; with
+    ``build_stops=False`` only feasibility and costs are computed (the insertion search
+    times hundreds of candidates and needs no stop objects for them).
     """
     if legs is None:
         legs = leg_durations(
@@ -103,7 +106,8 @@ def time_route(
                 reason = "latest"
             depart = begin + order.dropoff_service_s
             place = order.dropoff
-        stops.append(Stop(order.id, kind, place, arrival, begin, depart))
+        if build_stops:
+            stops.append(Stop(order.id, kind, place, arrival, begin, depart))
         t = depart
     return RouteCheck(tuple(stops), reason is None, reason, lateness, travel_s, waiting)
 

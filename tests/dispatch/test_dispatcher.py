@@ -166,3 +166,59 @@ def test_end_of_shift_returns_unpicked_orders_to_the_pool() -> None:
     assert d.order("o1").courier_id == "a"  # on board: a still delivers it
     assert d.order("o2").courier_id == "b"  # re-inserted with the other courier
     assert [s.order_id for s in d.plan.routes["a"].stops] == ["o1"]
+
+
+def test_pruned_insertion_finds_the_brute_force_optimum() -> None:
+    """The travel lower bound may skip candidates, never the cheapest feasible one."""
+    import numpy as np
+
+    from dispatch.eta import Visit, time_route
+
+    rng = np.random.default_rng(4)
+    for trial in range(15):
+        d = make(
+            *(courier(f"c{i}", float(rng.uniform(-4000, 4000)), capacity=2) for i in range(4)),
+            insertion_candidates=4,
+        )
+        for k in range(8):
+            x = float(rng.uniform(-4000, 4000))
+            d.place_order(
+                order(
+                    f"t{trial}o{k}",
+                    x,
+                    x + float(rng.uniform(-900, 900)),
+                    ready=float(rng.uniform(0, 900)),
+                    promise=float(rng.uniform(900, 2400)),
+                )
+            )
+        new = order(
+            "new",
+            float(rng.uniform(-4000, 4000)),
+            float(rng.uniform(-4000, 4000)),
+            ready=300.0,
+            promise=1500.0,
+        )
+
+        def cost(cid: str, visits: list[Visit], d: Dispatcher = d) -> float:
+            c = d.courier(cid)
+            r = time_route(c, visits, c.position, 0.0, TRAVEL)
+            return r.travel_s + 3 * r.lateness_s if r.feasible else float("inf")
+
+        brute = float("inf")
+        for cid, current in d.visits.items():
+            base = cost(cid, current)
+            first = 1 if current else 0
+            for i in range(first, len(current) + 1):
+                for j in range(i, len(current) + 1):
+                    cand = [
+                        *current[:i],
+                        (new, "pickup"),
+                        *current[i:j],
+                        (new, "dropoff"),
+                        *current[j:],
+                    ]
+                    brute = min(brute, cost(cid, cand) - base)
+        found = d.best_insertion(new)
+        assert found is not None
+        cid, visits = found
+        assert cost(cid, visits) - cost(cid, d.visits[cid]) == pytest.approx(brute)
