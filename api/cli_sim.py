@@ -1,5 +1,10 @@
 """``o2o simulate`` and ``o2o bench mdrp``: the simulator from the shell.
 
+``o2o simulate`` without a scenario generates the built-in default city
+(``simulations/data/default_city.toml``) and writes ``kpis.json``, ``report.html``, the
+solution files and the ``city.toml`` it ran into ``out/``; ``--out`` chooses another
+folder (an MDRP directory writes files only with ``--out``, as before).
+
 :func:`register` adds the commands to the ``o2o`` app (``api/cli.py`` calls it). Heavy
 packages are imported inside the commands so ``o2o --help`` stays fast. Errors the user
 can fix exit with status 2 and one line on stderr; a run whose solution breaks an MDRP
@@ -10,17 +15,20 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
-__all__ = ["DEFAULT_MDRP_DIR", "register"]
+__all__ = ["DEFAULT_MDRP_DIR", "DEFAULT_OUT", "register"]
 
 DEFAULT_MDRP_DIR = (
     Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mdrp" / "instances"
 )
 """``../shared/data/mdrp/instances`` relative to the repository root."""
+DEFAULT_OUT = "out"
+"""Where ``o2o simulate`` writes a generated city's results when ``--out`` is not given."""
 
 
 def _fail(message: str) -> NoReturn:
@@ -57,35 +65,76 @@ def _table(title: str, rows: list[tuple[str, Any]]) -> None:
 
 def simulate(
     scenario: Annotated[
-        Path | None, typer.Argument(metavar="[SCENARIO]", help="an MDRP instance directory")
+        Path | None,
+        typer.Argument(
+            metavar="[SCENARIO]",
+            help="a city file (.toml) or an MDRP instance directory "
+            "(default: the built-in generated city)",
+        ),
     ] = None,
     policy: Annotated[str, typer.Option(help="greedy | bundling | ortools")] = "bundling",
     mode: Annotated[str, typer.Option(help="mdrp (MDRP rules) | free (free routing)")] = "mdrp",
     out: Annotated[
-        Path | None, typer.Option(help="write kpis.json and solution files here")
+        Path | None,
+        typer.Option(
+            help="write kpis.json, report.html and the solution files here "
+            f"(default for a generated city: {DEFAULT_OUT}/)"
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the policies' random generator")] = 0,
     tick: Annotated[float, typer.Option(min=1, help="dispatcher tick, seconds")] = 60.0,
     as_json: Annotated[
         bool, typer.Option("--json", help="print the KPIs as one JSON object")
     ] = False,
+    city_seed: Annotated[
+        int | None,
+        typer.Option(help="seed of a generated city (default: the city file's own seed)"),
+    ] = None,
+    scale: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001, help="generated city only: scale its orders and couriers (e.g. 0.1)"
+        ),
+    ] = None,
 ) -> None:
-    """Replay a delivery day under a dispatch policy; print its KPIs (minutes)."""
-    if scenario is None:
-        _fail(
-            "no SCENARIO given: pass an MDRP instance directory (e.g. "
-            f"{DEFAULT_MDRP_DIR}/0o50t75s1p100); the built-in generated city is not available yet"
-        )
+    """Replay a delivery day under a dispatch policy; print its KPIs (minutes), write a report.
+
+    Without SCENARIO the built-in default city is generated and simulated, and
+    kpis.json plus report.html land in out/ (see --out).
+    """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from simulations.report import write_report
     from simulations.run import run_scenario
-    from simulations.scenarios import ScenarioError, load_scenario
+    from simulations.scenarios import (
+        ScenarioError,
+        default_city_path,
+        generate_city,
+        is_city_file,
+        load_city,
+        load_scenario,
+        save_city,
+        scale_city,
+    )
 
     _check_policy(policy)
     sim_mode = _check_mode(mode)
+    city = None
     try:
-        sc = load_scenario(scenario)
+        if scenario is None or (is_city_file(scenario) and scenario.is_file()):
+            path = default_city_path() if scenario is None else scenario
+            city = load_city(path)
+            if scale is not None:
+                city = scale_city(city, scale)
+            if city_seed is not None:
+                city = replace(city, seed=city_seed)
+            sc = generate_city(city, source=path)
+            out = out if out is not None else Path(DEFAULT_OUT)
+        else:
+            if scale is not None or city_seed is not None:
+                _fail("--scale and --city-seed apply to generated cities (.toml) only")
+            sc = load_scenario(scenario)
     except ScenarioError as e:
         _fail(str(e))
     columns = (
@@ -105,11 +154,24 @@ def simulate(
         result = run_scenario(
             sc, policy, mode=sim_mode, seed=seed, out_dir=out, progress=progress, tick_s=tick
         )
+    report = None
+    if out is not None:
+        report = write_report(
+            result,
+            sc,
+            out / "report.html",
+            service_area=city.area.ring if city is not None else None,
+            h3_res=city.area.h3_res if city is not None else None,
+        )
+        if city is not None:
+            save_city(city, out / "city.toml")
     doc = {"scenario": sc.name, "policy": policy, "mode": mode, **result.kpis}
     if as_json:
         typer.echo(json.dumps(doc))
     else:
         _table(f"o2o simulate {sc.name} --policy {policy} --mode {mode}", list(doc.items()))
+    if report is not None:
+        typer.echo(f"report: {report}", err=as_json)
     if result.violations:
         for v in result.violations[:20]:
             typer.echo(f"violation: {v}", err=True)
