@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import h3
@@ -120,11 +120,14 @@ def test_learned_registry_locates_a_wifi_only_phone_honestly(tmp_path: Path) -> 
     assert all(e["sources"] == ["wifi"] for e in est)
 
 
-@pytest.mark.skipif(shutil.which("o2o") is None, reason="console script not installed")
+O2O = Path(sys.executable).parent / "o2o"
+
+
+@pytest.mark.skipif(not O2O.exists(), reason="console script not installed")
 def test_console_script_runs(small_trace: tuple[Path, Path, int]) -> None:
     obs_path, reg_path, _ = small_trace
     p = subprocess.run(
-        ["o2o", "geo", "fuse", str(obs_path), "--registry", str(reg_path)],
+        [str(O2O), "geo", "fuse", str(obs_path), "--registry", str(reg_path)],
         capture_output=True,
         text=True,
         check=True,
