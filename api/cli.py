@@ -147,18 +147,7 @@ def bench_geo(
     from benchmarks.geo_bench import run
 
     result = run(couriers=couriers, duration_s=duration, seed=seed, latency_samples=latency_samples)
-    if as_json:
-        typer.echo(json.dumps(result))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="o2o bench geo")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in _flatten(result):
-        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-    Console().print(table)
+    _print_result(result, "o2o bench geo", as_json)
 
 
 @app.command("solve")
@@ -218,18 +207,23 @@ def bench_dispatch(
         typer.echo(f"o2o: {folder} not found: Li & Lim part skipped", err=True)
     if snapshots:
         result.update(dispatch_bench.run())
+    _print_result(result, "o2o bench dispatch", as_json)
+
+
+def _print_result(result: dict[str, Any], title: str, as_json: bool) -> None:
+    """A benchmark's result: one JSON object, or a table of its scalar leaves."""
     if as_json:
         typer.echo(json.dumps(result))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="o2o bench dispatch")
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in _flatten(result):
         if "per_instance" not in key:
-            table.add_row(key, str(value))
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     Console().print(table)
 
 
