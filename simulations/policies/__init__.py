@@ -1,16 +1,10 @@
 """Dispatch policies and the name -> factory registry used by ``run_scenario`` and the CLI.
 
-``greedy`` (one order at a time to the nearest idle courier, the floor) and ``bundling``
-(per-restaurant bundles to the courier who can be there first) ship here. ``ortools`` is
-reserved: until an OR-Tools-backed policy is registered under that name,
-:func:`make_policy` raises :class:`PolicyUnavailable`. To plug one in, add a lazy factory
-(import inside the function so ``ortools`` is only imported when used)::
-
-    def _ortools() -> Policy:
-        from simulations.policies.ortools import OrToolsPolicy
-        return OrToolsPolicy()
-
-    register_policy("ortools", _ortools)
+``greedy`` (one order at a time to the nearest idle courier, the floor), ``bundling``
+(per-restaurant bundles to the courier who can be there first) and ``ortools``
+(:mod:`simulations.policies.ortools`: CP-SAT bundle matching with delayed commitment in
+mdrp mode, the OR-Tools routing dispatcher in free mode) ship here. ``ortools`` is
+registered through a lazy factory, so OR-Tools is only imported when it is used.
 """
 
 from __future__ import annotations
@@ -38,14 +32,16 @@ class PolicyUnavailable(LookupError):
     """A policy name that is unknown or not implemented yet."""
 
 
-def _ortools_not_yet() -> Policy:
-    raise PolicyUnavailable("the ortools policy is not available yet (use greedy or bundling)")
+def _ortools() -> Policy:
+    from simulations.policies.ortools import OrToolsPolicy
+
+    return OrToolsPolicy()
 
 
 _REGISTRY: dict[str, PolicyFactory] = {
     "greedy": GreedyPolicy,
     "bundling": BundlingPolicy,
-    "ortools": _ortools_not_yet,
+    "ortools": _ortools,
 }
 
 

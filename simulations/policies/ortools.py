@@ -1,0 +1,343 @@
+"""``ortools``: rolling-horizon bundle matching with CP-SAT and delayed commitment.
+
+**MDRP mode** (``view.mode == "mdrp"``), every dispatcher tick:
+
+1. *Who and what.* Couriers on duty whose committed work ends within
+   ``courier_horizon_s`` (``free_at``/``free_place``: a busy courier takes new work only
+   after its queue, the no-diversion rule) and pending orders whose food is ready within
+   ``order_horizon_s``.
+2. *Candidate bundles* per restaurant: every order alone, and when couriers are scarce
+   (more orders than couriers in the horizon, the Reyes et al. target bundle size
+   ``ceil(orders / couriers)``, at most ``max_bundle``) pairs and triples of orders whose
+   ready times lie within ``bundle_window_s``; drop-offs in the best permutation
+   (smallest sum of drop-off times).
+3. *Scores.* For a courier free at ``t`` at place ``p``: pickup ``P = max(latest ready,
+   t + travel(p, restaurant) + pickup_service/2)``, drop-off times by the engine's rules.
+   The cost of the pair is, in seconds, ``sum over its orders of (drop-off - ideal
+   drop-off)`` (ideal: picked up the moment the food is ready and driven straight to the
+   door, so the cost is the click-to-door above the unavoidable floor) ``+ late_weight x
+   click-to-door beyond the target + travel_weight x courier driving - reward_s x
+   orders``. Each bundle keeps its ``couriers_per_bundle`` cheapest couriers.
+4. *Selection* (OR-Tools CP-SAT, one worker, fixed seed, deterministic time limit): a set
+   of pairs with every order in at most one and every courier in at most one, minimum
+   total cost. The reward makes covering orders come first; among covers the cheapest.
+5. *Delayed commitment.* A chosen pair becomes an :class:`Assignment` only if waiting one
+   more tick would make its pickup later (the courier must leave now: ``max(now + tick,
+   t) + travel + pickup_service/2 > ready``) and the courier is free before the next
+   tick. Everything else stays open and is re-optimised at the next tick, so later orders
+   can still join a bundle and couriers are not tied up early. Every assignment is
+   checked with ``view.project`` before it is returned.
+
+**Free mode**: a :class:`dispatch.Dispatcher` (OR-Tools routing, pickups of several
+restaurants chained) is fed the day as the engine reports it (orders placed, picked up,
+delivered; courier positions and what they carry) and its plan is returned every tick as
+:class:`~simulations.policy.Reroute` s.
+
+Everything is deterministic: no wall clock, no unseeded randomness, CP-SAT with one
+worker and a deterministic time limit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from dispatch.model import Order
+from simulations.engine import SimView
+from simulations.policy import Assignment, BasePolicy, Decision
+
+__all__ = ["Bundle", "OrToolsPolicy", "candidate_bundles"]
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    """Orders of one restaurant in drop-off sequence, timed relative to the pickup.
+
+    ``ready``: latest ready time; ``offsets``: each drop-off time minus the pickup time;
+    ``end_offset``: when the courier is free again, minus the pickup time; ``ideal``: sum
+    of the orders' ideal drop-off times; ``placed``: placement times; ``drive``: seconds
+    driven after the pickup.
+    """
+
+    restaurant: str
+    order_ids: tuple[str, ...]
+    ready: float
+    offsets: tuple[float, ...]
+    end_offset: float
+    ideal: float
+    placed: tuple[float, ...]
+    drive: float
+
+
+def candidate_bundles(
+    view: SimView,
+    restaurant: str,
+    orders: Sequence[Order],
+    max_size: int,
+    window_s: float,
+    max_orders: int = 8,
+    now: float = 0.0,
+) -> list[Bundle]:
+    """Singles, and groups of up to ``max_size`` orders whose ready times (``now`` for food
+    that is ready already) lie within ``window_s``, each in its best drop-off sequence
+    (only the ``max_orders`` earliest ready orders enter groups)."""
+    hp = view.params.pickup_service_s / 2.0
+    hd = view.params.dropoff_service_s / 2.0
+    rest = view.restaurant(restaurant)
+    orders = sorted(orders, key=lambda o: (o.ready_at, o.placed_at, o.id))
+    places = [rest, *(o.dropoff for o in orders)]
+    t = view.travel_s(places, places)
+    ideal = [o.ready_at + hp + t[0, i + 1] + hd for i, o in enumerate(orders)]
+    out: list[Bundle] = []
+
+    def make(idx: tuple[int, ...]) -> Bundle:
+        best: tuple[float, tuple[int, ...], list[float], float, float] | None = None
+        for perm in itertools.permutations(idx) if len(idx) > 1 else (idx,):
+            at, clock, offs, drive = 0, hp, [], 0.0
+            for j in perm:
+                leg = t[at, j + 1]
+                drive += leg
+                clock += leg + hd
+                offs.append(clock)
+                clock += hd
+                at = j + 1
+            key = sum(offs)
+            if best is None or key < best[0] - 1e-9:
+                best = (key, perm, offs, clock, drive)
+        assert best is not None
+        _, perm, offs, end, drive = best
+        return Bundle(
+            restaurant,
+            tuple(orders[j].id for j in perm),
+            max(orders[j].ready_at for j in perm),
+            tuple(offs),
+            end,
+            sum(ideal[j] for j in perm),
+            tuple(orders[j].placed_at for j in perm),
+            drive,
+        )
+
+    for i in range(len(orders)):
+        out.append(make((i,)))
+    head = min(len(orders), max_orders)
+    for size in range(2, max_size + 1):
+        for idx in itertools.combinations(range(head), size):
+            readies = [max(now, orders[j].ready_at) for j in idx]
+            if max(readies) - min(readies) <= window_s:
+                out.append(make(idx))
+    return out
+
+
+@dataclass
+class OrToolsPolicy(BasePolicy):
+    """See the module docstring. Times in seconds."""
+
+    courier_horizon_s: float = 900.0
+    order_horizon_s: float = 1800.0
+    max_bundle: int = 3
+    min_bundle: int = 2
+    bundle_window_s: float = 600.0
+    couriers_per_bundle: int = 8
+    travel_weight: float = 0.6
+    late_weight: float = 1.0
+    urgency_weight: float = 2.0
+    reward_s: float = 7200.0
+    solver_deterministic_time: float = 2.0
+    tick_s: float = 60.0
+    free_solution_limit: int = 30
+    free_time_limit_s: float = 2.0
+    name: str = "ortools"
+    _last_tick: float | None = field(default=None, init=False, repr=False)
+    _free: FreeRouting | None = field(default=None, init=False, repr=False)
+
+    def start(self, view: SimView) -> None:
+        self._last_tick = None
+        self._free = None
+        if view.mode == "free":
+            self._free = FreeRouting(self.free_solution_limit, self.free_time_limit_s)
+
+    # ------------------------------------------------------------------ mdrp
+
+    def _tick_length(self, now: float) -> float:
+        last, self._last_tick = self._last_tick, now
+        if last is None or now <= last:
+            return self.tick_s
+        return now - last
+
+    def on_tick(self, now: float, view: SimView) -> Sequence[Decision]:
+        tick = self._tick_length(now)
+        if self._free is not None:
+            return self._free.on_tick(now, view)
+        return self._mdrp_tick(now, tick, view)
+
+    def _mdrp_tick(self, now: float, tick: float, view: SimView) -> list[Decision]:
+        pending = [o for o in view.pending_orders() if o.ready_at <= now + self.order_horizon_s]
+        if not pending:
+            return []
+        couriers = [c for c in view.couriers() if c.free_at <= now + self.courier_horizon_s]
+        if not couriers:
+            return []
+        by_rest: dict[str, list[Order]] = {}
+        for o in pending:
+            by_rest.setdefault(view.restaurant_of(o.id), []).append(o)
+        ratio = len(pending) / len(couriers)
+        size = max(1, min(self.max_bundle, math.ceil(ratio - 1e-9)))
+        if self.min_bundle > size:
+            size = self.min_bundle
+        bundles: list[Bundle] = []
+        for rid in sorted(by_rest):
+            bundles.extend(
+                candidate_bundles(view, rid, by_rest[rid], size, self.bundle_window_s, now=now)
+            )
+        rids = sorted(by_rest)
+        col = {r: j for j, r in enumerate(rids)}
+        travel = view.travel_s([c.free_place for c in couriers], [view.restaurant(r) for r in rids])
+        t0 = np.array([max(now, c.free_at, c.shift_start) for c in couriers])
+        off = np.array([c.shift_end for c in couriers])
+        hp = view.params.pickup_service_s / 2.0
+        target = view.params.target_c2d_s
+        k = min(self.couriers_per_bundle, len(couriers))
+        sunk = self._sunk(now, view, bundles)
+        pairs: list[tuple[int, int, float]] = []  # (courier, bundle, cost)
+        for b_i, b in enumerate(bundles):
+            tr = travel[:, col[b.restaurant]]
+            pick = np.maximum(b.ready, t0 + tr + hp)
+            n = len(b.order_ids)
+            cost = n * pick + (sum(b.offsets) - b.ideal)
+            for off_i, placed in zip(b.offsets, b.placed, strict=True):
+                cost = cost + self.late_weight * np.maximum(0.0, pick + off_i - placed - target)
+            cost = cost + self.travel_weight * (tr + b.drive) - self.reward_s * n
+            cost = cost - self.urgency_weight * sum(sunk[oid] for oid in b.order_ids)
+            cost = np.where(pick <= off, cost, np.inf)
+            best = np.argsort(cost, kind="stable")[:k]
+            for c_i in best:
+                if math.isfinite(cost[c_i]):
+                    pairs.append((int(c_i), b_i, float(cost[c_i])))
+        if not pairs:
+            return []
+        chosen = self._select(pairs, bundles, len(couriers))
+        out: list[Decision] = []
+        for c_i, b_i in chosen:
+            c, b = couriers[c_i], bundles[b_i]
+            leg = float(travel[c_i, col[b.restaurant]])
+            if not self._commit_now(now, tick, b, float(t0[c_i]), leg, hp):
+                continue
+            a = Assignment(c.id, b.restaurant, b.order_ids)
+            if view.project(a).ok:
+                out.append(a)
+        return out
+
+    @staticmethod
+    def _sunk(now: float, view: SimView, bundles: Sequence[Bundle]) -> dict[str, float]:
+        """Per order, the cost it has already incurred whoever serves it: its delay and
+        overage if a courier picked it up now and drove straight to the door."""
+        hp = view.params.pickup_service_s / 2.0
+        target = view.params.target_c2d_s
+        out: dict[str, float] = {}
+        for b in bundles:
+            if len(b.order_ids) != 1:
+                continue
+            oid, placed = b.order_ids[0], b.placed[0]
+            shift = max(0.0, now + hp - b.ready)
+            out[oid] = shift + max(0.0, b.ideal + shift - placed - target)
+        return out
+
+    @staticmethod
+    def _commit_now(now: float, tick: float, b: Bundle, start: float, tr: float, hp: float) -> bool:
+        if start > now + tick:
+            return False  # free only after the next tick: decide then
+        later = max(now + tick, start) + tr + hp
+        return later > b.ready + 1e-9
+
+    def _select(
+        self, pairs: list[tuple[int, int, float]], bundles: list[Bundle], n_couriers: int
+    ) -> list[tuple[int, int]]:
+        model = cp_model.CpModel()
+        xs = [model.new_bool_var(f"x{i}") for i in range(len(pairs))]
+        by_order: dict[str, list[cp_model.IntVar]] = {}
+        by_courier: dict[int, list[cp_model.IntVar]] = {}
+        for x, (c_i, b_i, _) in zip(xs, pairs, strict=True):
+            by_courier.setdefault(c_i, []).append(x)
+            for oid in bundles[b_i].order_ids:
+                by_order.setdefault(oid, []).append(x)
+        for group in (*by_order.values(), *by_courier.values()):
+            if len(group) > 1:
+                model.add_at_most_one(group)
+        model.minimize(sum(round(cost) * x for x, (_, _, cost) in zip(xs, pairs, strict=True)))
+        solver = cp_model.CpSolver()
+        solver.parameters.num_workers = 1
+        solver.parameters.random_seed = 0
+        solver.parameters.max_deterministic_time = self.solver_deterministic_time
+        status = solver.solve(model)
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return []
+        chosen = [(c_i, b_i) for x, (c_i, b_i, _) in zip(xs, pairs, strict=True) if solver.value(x)]
+        # most urgent first, so the engine sees them in a stable order
+        chosen.sort(key=lambda p: (bundles[p[1]].ready, bundles[p[1]].order_ids))
+        return chosen
+
+
+class FreeRouting:
+    """Free mode: the OR-Tools routing :class:`dispatch.Dispatcher` re-plans the city.
+
+    Every tick a dispatcher is loaded with the engine's state as the view reports it
+    (``load_snapshot``: couriers on duty at their current positions with what they carry,
+    open orders with their couriers; orders in a courier's committed leg are locked to
+    it), re-optimised once (``replan``, warm-started from the snapshot's plan, seeded,
+    with a solution limit so runs repeat) and its routes are returned as reroutes. Couriers
+    off duty keep their queues. Solve latency is not simulated (decisions take effect at
+    ``now``).
+    """
+
+    def __init__(self, solution_limit: int, time_limit_s: float) -> None:
+        self.solution_limit = solution_limit
+        self.time_limit_s = time_limit_s
+
+    def on_tick(self, now: float, view: SimView) -> list[Decision]:
+        from dispatch.dispatcher import Dispatcher, DispatchSettings
+        from simulations.policy import reroutes_from_plan
+
+        if not view.pending_orders():
+            return []  # nothing new to place: every courier keeps its route
+        states = {c.id: c for c in view.couriers()}
+        if not states:
+            return []
+        couriers = [view.courier_model(cid) for cid in states]
+        committed = {s.order_id: cid for cid, c in states.items() for s in c.committed}
+        orders: list[Order] = []
+        for o in view.open_orders():
+            if o.status != "placed" and o.courier_id not in states:
+                continue  # with a courier off duty: it finishes its queue
+            if o.id in committed:
+                o = replace(o, locked=True)
+            orders.append(o)
+        d = Dispatcher(
+            view.travel,
+            DispatchSettings(
+                replan_every_s=0.0,
+                solve_time_limit_s=self.time_limit_s,
+                solution_limit=self.solution_limit,
+                seed=0,
+                lock_within_s=0.0,
+                freeze_next_stop=False,
+            ),
+            now=now,
+        )
+        d.load_snapshot(couriers, orders)
+        d.replan()
+        out: list[Decision] = []
+        for r in reroutes_from_plan(d.plan):
+            state = states.get(r.courier_id)
+            if state is None:
+                continue
+            same = tuple((s.order_id, s.kind) for s in r.stops if s not in state.committed)
+            if same == tuple((s.order_id, s.kind) for s in state.queue):
+                continue  # unchanged
+            if view.project(r).ok:
+                out.append(r)
+        return out
