@@ -1,9 +1,11 @@
-"""``o2o simulate`` and ``o2o bench mdrp``: the simulator from the shell.
+"""``o2o simulate``, ``o2o sweep`` and ``o2o bench mdrp``: the simulator from the shell.
 
 ``o2o simulate`` without a scenario generates the built-in default city
 (``simulations/data/default_city.toml``) and writes ``kpis.json``, ``report.html``, the
 solution files and the ``city.toml`` it ran into ``out/``; ``--out`` chooses another
-folder (an MDRP directory writes files only with ``--out``, as before).
+folder (an MDRP directory writes files only with ``--out``, as before). ``o2o sweep``
+replays a scenario over a grid of what-ifs (:mod:`simulations.sweep`) and prints the
+comparison table; ``--out`` adds sweep.json, sweep.csv and sweep.html.
 
 :func:`register` adds the commands to the ``o2o`` app (``api/cli.py`` calls it). Heavy
 packages are imported inside the commands so ``o2o --help`` stays fast. Errors the user
@@ -238,7 +240,138 @@ def bench_mdrp(
     _table("o2o bench mdrp", rows)
 
 
+def sweep(
+    scenario: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[SCENARIO]",
+            help="a city file (.toml) or an MDRP instance directory "
+            "(default: the built-in generated city)",
+        ),
+    ] = None,
+    fleet: Annotated[
+        str, typer.Option(help="fleet size scales, comma-separated (e.g. 0.8,1.0,1.2)")
+    ] = "1.0",
+    prep: Annotated[
+        str, typer.Option(help="preparation time scales, comma-separated (e.g. 1.0,1.25)")
+    ] = "1.0",
+    tick: Annotated[
+        str, typer.Option(help="dispatcher ticks in seconds, comma-separated (e.g. 60,300)")
+    ] = "60",
+    policy: Annotated[
+        str, typer.Option(help="policies, comma-separated: greedy | bundling | ortools")
+    ] = "bundling",
+    seeds: Annotated[
+        str,
+        typer.Option(help="seeds, comma-separated; a generated city also varies its day"),
+    ] = "0",
+    mode: Annotated[str, typer.Option(help="mdrp (MDRP rules) | free (free routing)")] = "mdrp",
+    processes: Annotated[
+        int | None,
+        typer.Option(min=1, help="parallel runs (default: CPU count, at most the grid size)"),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="write sweep.json, sweep.csv and sweep.html (plots) here"),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='print {"runs": [...], "summary": [...]} as JSON')
+    ] = False,
+    scale: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001, help="generated city only: scale its orders and couriers first (e.g. 0.1)"
+        ),
+    ] = None,
+) -> None:
+    """What-if sweep: replay a scenario over a grid of fleet size, preparation time,
+    dispatch tick, policy and seed; compare the KPIs (means over seeds).
+
+    Fleet scale resizes a city's shift blocks, or samples (< 1) or duplicates (> 1,
+    jittered starts) an MDRP instance's couriers. Prep scale stretches ready - placed.
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.table import Table
+
+    from simulations.scenarios import (
+        ScenarioError,
+        default_city_path,
+        is_city_file,
+        load_city,
+        scale_city,
+    )
+    from simulations.sweep import (
+        SUMMARY_COLUMNS,
+        ScenarioSource,
+        SweepError,
+        SweepGrid,
+        fmt_value,
+        resolve_source,
+        run_sweep,
+    )
+
+    try:
+        grid = SweepGrid.parse(fleet, prep, tick, policy, seeds, mode)
+    except SweepError as e:
+        _fail(f"--{e}")
+    try:
+        src: ScenarioSource = scenario
+        if scale is not None:
+            if scenario is not None and not (is_city_file(scenario) and scenario.is_file()):
+                _fail("--scale applies to generated cities (.toml) only")
+            src = scale_city(load_city(scenario or default_city_path()), scale)
+        source = resolve_source(src)
+    except ScenarioError as e:
+        _fail(str(e))
+    n = processes or min(os.cpu_count() or 1, grid.size)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(f"sweep {source.name}", total=grid.size)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = run_sweep(source, grid, processes=n, progress=progress)
+    if out is not None:
+        paths = result.write(out)
+        typer.echo(f"sweep: {paths['html']}", err=True)
+    if as_json:
+        typer.echo(json.dumps({"runs": result.runs, "summary": result.summary}))
+    else:
+        table = Table(title=f"o2o sweep {result.scenario} ({grid.mode}): means over seeds")
+        for name in ("fleet", "prep", "tick s", "policy", "seeds"):
+            table.add_column(name, justify="left" if name == "policy" else "right", no_wrap=True)
+        for _, label, _ in SUMMARY_COLUMNS:
+            table.add_column(label, justify="right", no_wrap=True)
+        console = Console()
+        if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
+            console = Console(width=max(console.width, 160))
+        for r in result.summary:
+            cells = [f"{r['fleet']:g}", f"{r['prep']:g}", f"{r['tick']:g}", r["policy"]]
+            cells.append(str(r["seeds"]))
+            cells += [fmt_value(r.get(k), kind) for k, _, kind in SUMMARY_COLUMNS]
+            table.add_row(*cells)
+        console.print(table)
+    bad = sum(int(r.get("violations") or 0) for r in result.runs)
+    if bad:
+        typer.echo(f"o2o: {bad} MDRP rule violations across the runs (a simulator bug)", err=True)
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Add ``simulate`` to ``app`` and ``mdrp`` to ``bench_app``."""
+    """Add ``simulate`` and ``sweep`` to ``app`` and ``mdrp`` to ``bench_app``."""
     app.command("simulate")(simulate)
+    app.command("sweep")(sweep)
     bench_app.command("mdrp")(bench_mdrp)
