@@ -1,0 +1,219 @@
+"""Redis-only behaviour: crash durability, corrupt data, expiry, availability errors."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from dispatch.model import Order
+from tests.conftest import RedisServer
+from tests.tracking.conftest import estimate, order, placed, plan, redis_factory, run
+from tracking import (
+    ZERO_ID,
+    CorruptData,
+    Event,
+    EventsTrimmed,
+    NotFound,
+    RedisEventLog,
+    RedisStore,
+    Unavailable,
+    event_id_key,
+    order_topic,
+)
+
+
+def test_acknowledged_writes_and_events_survive_sigkill(redis_server: RedisServer) -> None:
+    """Writers and a subscriber run until redis-server is SIGKILLed mid-flight; after a
+    restart on the same AOF every acknowledged write and event is there, and the
+    subscriber resumes from its last id without missing or repeating anything."""
+    acked_orders: list[Order] = []
+    acked_events: list[str] = []
+    seen: list[str] = []
+
+    async def before_crash() -> None:
+        store = RedisStore.from_url(redis_server.url)
+        await store.put_plan(plan())
+
+        async def writer(w: int) -> None:
+            i = 0
+            try:
+                while True:
+                    o = order(f"{w}-{i}")
+                    await store.put_order_idempotent(f"key-{w}-{i}", o, events=[placed(o)])
+                    acked_orders.append(o)
+                    ev = Event("courier_position", (f"courier:c{w}",), {"i": i}, float(i))
+                    acked_events.append(await store.events.append(ev))
+                    i += 1
+            except Unavailable:
+                return
+
+        async def subscriber() -> None:
+            try:
+                async for e in store.events.subscribe(ZERO_ID):
+                    seen.append(e.id or "")
+            except Unavailable:
+                return
+
+        tasks = [asyncio.create_task(writer(w)) for w in range(4)]
+        tasks.append(asyncio.create_task(subscriber()))
+        while len(acked_orders) < 300:
+            await asyncio.sleep(0.002)
+        redis_server.kill()  # SIGKILL while writes are in flight
+        await asyncio.gather(*tasks)
+        await store.aclose()
+
+    run(before_crash())
+    assert len(acked_orders) >= 300 and len(seen) > 0
+    redis_server.start()
+
+    async def after_restart() -> None:
+        store = RedisStore.from_url(redis_server.url)
+        assert await store.persistence() == "aof-always"
+        for o in acked_orders:
+            assert await store.get_order(o.id) == o
+            assert (await store.put_order_idempotent(f"key-{o.id[1:]}", order("x")))[0] == o
+        stored = {o.id for o in await store.list_orders()}
+        assert {o.id for o in acked_orders} <= stored
+        assert len(stored) <= len(acked_orders) + 4  # at most one unacknowledged per writer
+        assert await store.get_plan() == plan()
+        log = await store.events.read_after()
+        ids = [e.id for e in log]
+        assert set(acked_events) <= set(ids)
+        placed_ids = {e.payload["order"] for e in log if e.type == "order_placed"}
+        assert placed_ids == stored  # state and its events committed together
+        # New ids after the restart continue the sequence.
+        new_id = await store.events.append(Event("delay", ("ops",), {}, 1.0))
+        assert event_id_key(new_id) > event_id_key(ids[-1])
+        # The subscriber resumes from its last id: exactly the rest, in order, then live.
+        resumed: list[str] = []
+        async for e in store.events.subscribe(seen[-1]):
+            resumed.append(e.id or "")
+            if e.id == new_id:
+                break
+        assert seen + resumed == [*ids, new_id]
+        await store.aclose()
+
+    run(after_restart())
+
+
+def test_corrupt_records_raise_corrupt_data(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        store = redis_factory(redis_server)()
+        raw = Redis.from_url(redis_server.url)
+        await raw.set("o2o:order:o1", "{not json")
+        with pytest.raises(CorruptData, match="order o1"):
+            await store.get_order("o1")
+        await raw.set("o2o:order:o2", '{"id": "o2", "pickup": 3}')
+        with pytest.raises(CorruptData, match="order o2"):
+            await store.get_order("o2")
+        await raw.sadd("o2o:orders", "o3")  # index names an order that is not there
+        with pytest.raises(CorruptData):
+            await store.list_orders()
+        await raw.set("o2o:couriers", "a string, not a hash")
+        with pytest.raises(CorruptData, match="another Redis type"):
+            await store.get_courier("c1")
+        await raw.hset("o2o:plan", "route:c1", "{}")  # a plan without its meta field
+        with pytest.raises(CorruptData, match="meta"):
+            await store.get_plan()
+        await raw.xadd("o2o:events", {"type": "delay", "t": "1.0"})  # missing fields
+        with pytest.raises(CorruptData, match="malformed event"):
+            await store.events.read_after()
+        await raw.aclose()
+        await store.aclose()
+
+    run(main())
+
+
+def test_idempotency_keys_expire(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        store = redis_factory(redis_server)(idempotency_ttl_s=0.05)
+        assert (await store.put_order_idempotent("k", order(1)))[1]
+        assert not (await store.put_order_idempotent("k", order(2)))[1]
+        await asyncio.sleep(0.1)
+        assert (await store.put_order_idempotent("k", order(2)))[1]  # a new order now
+        await store.aclose()
+
+    run(main())
+
+
+def test_expired_topic_streams_are_reported_not_silently_skipped(
+    redis_server: RedisServer,
+) -> None:
+    async def main() -> None:
+        client = Redis.from_url(redis_server.url)
+        log = RedisEventLog(client, topic_ttl_s=0.2, block_ms=100)
+        start = await log.append(Event("delay", ("ops",), {}, 0.0))
+        await log.append(Event("order_placed", (order_topic("a"),), {}, 1.0))
+        await asyncio.sleep(0.4)  # order:a's stream expires with its only event
+        assert await client.exists(log.topic_key(order_topic("a"))) == 0
+        with pytest.raises(EventsTrimmed):
+            await log.read_after(start, topics=[order_topic("a")])
+        # A reader whose last id is recent enough cannot have missed expired events.
+        recent = await log.append(Event("delay", ("ops",), {}, 2.0))
+        assert await log.read_after(recent, topics=[order_topic("a")]) == []
+        # A recreated stream does not hide the expired events before it either.
+        await log.append(Event("order_assigned", (order_topic("a"),), {}, 3.0))
+        with pytest.raises(EventsTrimmed):
+            await log.read_after(start, topics=[order_topic("a")])
+        assert [e.type for e in await log.read_after(recent, topics=[order_topic("a")])] == [
+            "order_assigned"
+        ]
+        await client.aclose()
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "options", [{"decode_responses": True}, {"protocol": 3}], ids=["decoded", "resp3"]
+)
+def test_other_client_settings_work_too(redis_server: RedisServer, options: dict[str, Any]) -> None:
+    async def main() -> None:
+        store = RedisStore(Redis.from_url(redis_server.url, **options), owns_client=True)
+        o = order(1)
+        await store.put_order_idempotent("k", o, events=[placed(o)])
+        assert (await store.put_order_idempotent("k", order(2)))[0] == o
+        await store.put_position("c1", estimate(52.52, 13.405))
+        assert [n.courier_id for n in await store.couriers_near(52.52, 13.405, 10.0)] == ["c1"]
+        assert [e.type for e in await store.events.read_after()] == ["order_placed"]
+        start = await store.events.last_id()
+        sub = store.events.subscribe(start, topics=["ops"])
+        nxt = asyncio.ensure_future(anext(sub))
+        await asyncio.sleep(0.05)
+        await store.put_plan(plan(), events=[Event("plan_updated", ("ops",), {}, 2.0)])
+        assert (await asyncio.wait_for(nxt, 5)).type == "plan_updated"
+        await sub.aclose()  # type: ignore[attr-defined]
+        await store.aclose()
+
+    run(main())
+
+
+def test_unreachable_redis_raises_unavailable(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        client = Redis.from_url(redis_server.url, retry=Retry(NoBackoff(), 0))
+        store = RedisStore(client, owns_client=True)
+        await store.put_order(order(1))
+        redis_server.kill()
+        with pytest.raises(Unavailable):
+            await store.get_order("o1")
+        with pytest.raises(Unavailable):
+            await store.put_order_idempotent("k", order(2))
+        with pytest.raises(Unavailable):
+            await store.events.read_after()
+        await store.aclose()
+
+    run(main())
+    redis_server.start()
+
+    async def again() -> None:
+        store = RedisStore.from_url(redis_server.url)
+        assert (await store.get_order("o1")) == order(1)
+        with pytest.raises(NotFound):
+            await store.get_order("o2")
+        await store.aclose()
+
+    run(again())

@@ -1,0 +1,329 @@
+"""Redis Streams backend of the event log (see :mod:`tracking.events` for the contract).
+
+Layout (``p`` = the prefix): the global stream ``p:events``, one stream per topic,
+``p:events:topic:<topic>``, and ``p:events:epoch``, the id of the first event ever
+appended. An entry has the fields ``type``, ``t`` (``repr`` of the float),
+``topics`` and ``payload`` (JSON) and ``prev`` (the id of the previous entry in the same
+stream, for gap detection).
+
+Appends run as one Lua script: ``XADD p:events MAXLEN ~ N *`` generates the id, and the
+same id is then written into each topic stream (``XADD`` with an explicit id, valid
+because topic ids are a subset of the global, increasing ids). Scripts execute atomically
+and, since Redis 5, are replicated and written to the AOF as their effects (a
+``MULTI``/``EXEC`` of the concrete ``XADD``\\ s with the generated ids), so a restart
+replays the same ids. With ``appendfsync always`` Redis fsyncs the AOF before it replies,
+so an acknowledged append survives ``kill -9``. The state store queues the same script
+inside its own ``MULTI`` so a state change and its events commit together.
+
+Topic streams expire ``topic_ttl_s`` after their last event (an order's channel is not
+kept forever). A reader resuming a topic from an id older than that TTL whose stream
+vanished or was recreated cannot know what expired, so it gets
+:class:`~tracking.errors.EventsTrimmed` (conservative: it may be raised when nothing was
+lost; it never stays silent when something was). Events older than the log's epoch
+cannot have expired, so a young log never raises this.
+
+Delivery on the append side is at-least-once if a connection drops after Redis executed
+a write but before the reply arrived and the client retries (redis-py retries connection
+errors by default): the event may then be stored twice under two ids. Readers never see
+one id twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+
+import redis.exceptions as rexc
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from tracking.codec import dumps, loads
+from tracking.errors import BadInput, CorruptData, EventsTrimmed, TrackingError, Unavailable
+from tracking.events import (
+    DEFAULT_MAXLEN,
+    DEFAULT_TOPIC_MAXLEN,
+    EVENT_TYPES,
+    GLOBAL,
+    ZERO_ID,
+    Event,
+    EventId,
+    StoredEvent,
+    merge_streams,
+    parse_event_id,
+    validate_limit,
+    validate_topic,
+    validate_topics,
+)
+
+DEFAULT_PREFIX = "o2o"
+DEFAULT_TOPIC_TTL_S = 24 * 3600.0
+DEFAULT_BLOCK_MS = 2_000
+
+_APPEND_LUA = """
+-- KEYS[1]: global stream; KEYS[2]: the log's epoch (id of its first event ever);
+-- KEYS[3..]: topic streams used by any of the events.
+-- ARGV[1]: global MAXLEN; ARGV[2]: topic MAXLEN; ARGV[3]: topic TTL in ms (0: none);
+-- ARGV[4]: number of events; then 5 values per event:
+--   type, t, topics JSON, payload JSON, the KEYS indexes of its topic streams ("3 5").
+local function last_id(key)
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if #last == 0 then return '0-0' end
+  return last[1][1]
+end
+local ttl = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+local gprev = last_id(KEYS[1])
+local ids = {}
+for i = 0, n - 1 do
+  local b = 5 + i * 5
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+    'type', ARGV[b], 't', ARGV[b + 1], 'topics', ARGV[b + 2], 'payload', ARGV[b + 3],
+    'prev', gprev)
+  gprev = id
+  if i == 0 then redis.call('SET', KEYS[2], id, 'NX') end
+  for k in string.gmatch(ARGV[b + 4], '%d+') do
+    local key = KEYS[tonumber(k)]
+    redis.call('XADD', key, 'MAXLEN', '~', ARGV[2], id,
+      'type', ARGV[b], 't', ARGV[b + 1], 'topics', ARGV[b + 2], 'payload', ARGV[b + 3],
+      'prev', last_id(key))
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+  end
+  ids[#ids + 1] = id
+end
+return ids
+"""
+
+
+@contextmanager
+def redis_errors() -> Iterator[None]:
+    """Translate redis-py errors into the backend-neutral :mod:`tracking.errors`."""
+    try:
+        yield
+    except (rexc.ConnectionError, rexc.TimeoutError) as e:  # includes BusyLoadingError
+        raise Unavailable("unavailable", f"redis unavailable: {e}") from e
+    except rexc.WatchError as e:  # escaping a WATCH loop: the watched connection died
+        raise Unavailable("unavailable", f"redis connection lost during a transaction: {e}") from e
+    except rexc.ResponseError as e:
+        if str(e).startswith("WRONGTYPE"):
+            raise CorruptData("wrong_type", f"a tracking key holds another Redis type: {e}") from e
+        raise TrackingError("redis_error", f"redis refused the command: {e}") from e
+
+
+def to_str(value: Any) -> str:
+    """A Redis reply value as text, whether the client decodes responses or not."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError as e:
+            raise CorruptData("bad_text", f"stored value is not UTF-8: {value[:40]!r}") from e
+    if isinstance(value, str):
+        return value
+    raise CorruptData("bad_reply", f"unexpected Redis reply {value!r}")
+
+
+def _entry_to_stored(entry: Any, stream: str) -> StoredEvent:
+    """One ``XRANGE`` entry ``(id, {field: value})`` -> :class:`StoredEvent`."""
+    try:
+        raw_id, raw_fields = entry
+        eid = to_str(raw_id)
+        fields = {to_str(k): to_str(v) for k, v in raw_fields.items()}
+        what = f"event {eid} on {stream!r}"
+        topics = json.loads(fields["topics"])
+        if not isinstance(topics, list):
+            raise CorruptData("bad_field", f"{what}: topics must be an array")
+        etype = fields["type"]
+        if etype not in EVENT_TYPES:
+            raise CorruptData("bad_field", f"{what}: unknown event type {etype!r}")
+        event = Event(
+            type=cast(Any, etype),
+            topics=tuple(topics),
+            payload=loads(fields["payload"], what),
+            t=float(fields["t"]),
+            id=eid,
+        )
+        return StoredEvent(parse_event_id(eid), parse_event_id(fields["prev"]), event)
+    except CorruptData:
+        raise
+    except (KeyError, ValueError, TypeError, AttributeError, BadInput) as e:
+        raise CorruptData("bad_event", f"malformed event entry on {stream!r}: {e!r}") from e
+
+
+class RedisEventLog:
+    """:class:`~tracking.events.EventLog` on Redis Streams.
+
+    ``client`` is a ``redis.asyncio.Redis`` built by the caller (the API's lifespan),
+    RESP2 or RESP3, with or without ``decode_responses`` (all tested). Each :meth:`subscribe`
+    holds one pooled connection for up to ``block_ms`` at a time while idle (capped at
+    half the client's socket timeout), so fan out many websocket clients from one
+    subscription per process rather than one each (the async pool defaults to 100).
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        maxlen: int = DEFAULT_MAXLEN,
+        topic_maxlen: int = DEFAULT_TOPIC_MAXLEN,
+        topic_ttl_s: float | None = DEFAULT_TOPIC_TTL_S,
+        block_ms: int = DEFAULT_BLOCK_MS,
+    ) -> None:
+        for name, value in (("maxlen", maxlen), ("topic_maxlen", topic_maxlen)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise BadInput("bad_maxlen", f"{name} must be a positive int, got {value!r}")
+        if topic_ttl_s is not None and not topic_ttl_s > 0:
+            raise BadInput("bad_ttl", f"topic_ttl_s must be > 0 or None, got {topic_ttl_s!r}")
+        if not (isinstance(block_ms, int) and block_ms > 0):
+            raise BadInput("bad_block", f"block_ms must be a positive int, got {block_ms!r}")
+        self.client = client
+        self.prefix = prefix
+        self.maxlen = maxlen
+        self.topic_maxlen = topic_maxlen
+        self.topic_ttl_ms = 0 if topic_ttl_s is None else max(1, round(topic_ttl_s * 1000))
+        # A blocking XREAD must return before the client's socket timeout (redis-py 8
+        # defaults to 5 s) or the wait would surface as a timeout error.
+        timeout = client.get_connection_kwargs().get("socket_timeout")  # type: ignore[no-untyped-call]
+        if isinstance(timeout, int | float) and timeout > 0:
+            block_ms = max(1, min(block_ms, int(timeout * 1000) // 2))
+        self.block_ms = block_ms
+        self._script = client.register_script(_APPEND_LUA)
+
+    # -- keys --------------------------------------------------------------------------
+
+    @property
+    def global_key(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def epoch_key(self) -> str:
+        return f"{self.prefix}:events:epoch"
+
+    def topic_key(self, topic: str) -> str:
+        return f"{self.prefix}:events:topic:{validate_topic(topic)}"
+
+    def _stream_keys(self, topics: tuple[str, ...] | None) -> dict[str, str]:
+        """Stream name (topic, or ``*``) -> Redis key."""
+        if topics is None:
+            return {GLOBAL: self.global_key}
+        return {t: self.topic_key(t) for t in topics}
+
+    # -- append ------------------------------------------------------------------------
+
+    def _script_args(self, events: Sequence[Event]) -> tuple[list[str], list[str]]:
+        """KEYS and ARGV for the append script; validates everything first (all or none)."""
+        keys = [self.global_key, self.epoch_key]
+        index: dict[str, int] = {}
+        args = [str(self.maxlen), str(self.topic_maxlen), str(self.topic_ttl_ms), str(len(events))]
+        for e in events:
+            if not isinstance(e, Event):
+                raise BadInput("bad_event", f"expected an Event, got {type(e).__name__}")
+            if e.id is not None:
+                raise BadInput("event_has_id", f"event already has id {e.id}; append it once")
+            slots = []
+            for topic in e.topics:
+                if topic not in index:
+                    keys.append(self.topic_key(topic))
+                    index[topic] = len(keys)  # Lua KEYS are 1-based
+                slots.append(str(index[topic]))
+            args += [e.type, repr(float(e.t)), json.dumps(list(e.topics))]
+            args += [dumps(e.payload), " ".join(slots)]
+        return keys, args
+
+    async def queue_append(self, pipe: Pipeline, events: Sequence[Event]) -> None:
+        """Queue an atomic append of ``events`` on a ``MULTI`` pipeline (its reply, in the
+        ``EXEC`` result, is the list of new ids). Used by the state store."""
+        keys, args = self._script_args(events)
+        await self._script(keys=keys, args=args, client=pipe)
+
+    async def append_many(self, events: Sequence[Event]) -> list[EventId]:
+        if not events:
+            return []
+        keys, args = self._script_args(events)
+        with redis_errors():
+            ids = await self._script(keys=keys, args=args)
+        return [to_str(i) for i in ids]
+
+    async def append(self, event: Event) -> EventId:
+        (eid,) = await self.append_many([event])
+        return eid
+
+    # -- read --------------------------------------------------------------------------
+
+    async def last_id(self) -> EventId:
+        with redis_errors():
+            last = await self.client.xrevrange(self.global_key, "+", "-", count=1)
+        return to_str(last[0][0]) if last else ZERO_ID
+
+    async def read_after(
+        self,
+        last_id: EventId | None = None,
+        topics: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> list[Event]:
+        names = validate_topics(topics)
+        limit = validate_limit(limit)
+        last_key = None if last_id is None else parse_event_id(last_id)
+        streams = self._stream_keys(names)
+        start = "-" if last_id is None else f"({last_id}"
+        check_ttl = names is not None and last_key is not None and self.topic_ttl_ms > 0
+        with redis_errors():
+            async with self.client.pipeline(transaction=True) as pipe:
+                for key in streams.values():
+                    pipe.xrange(key, start, "+", count=limit)
+                if check_ttl:
+                    for key in streams.values():
+                        pipe.exists(key)
+                    pipe.get(self.epoch_key)
+                    pipe.time()
+                replies = await pipe.execute()
+        batches = {
+            name: [_entry_to_stored(e, name) for e in reply]
+            for name, reply in zip(streams, replies, strict=False)
+        }
+        if check_ttl and last_id is not None and last_key is not None:
+            # Expired events are older than now - TTL, newer than last_id and not older
+            # than the log itself; if that window is empty nothing can have expired.
+            secs, micros = replies[-1]
+            now_ms = int(secs) * 1000 + int(micros) // 1000
+            epoch = replies[-2]
+            exists = replies[len(streams) : 2 * len(streams)]
+            if epoch is None:  # nothing was ever appended
+                return []
+            oldest = max(last_key[0], parse_event_id(to_str(epoch))[0])
+            if oldest + self.topic_ttl_ms < now_ms:
+                for (name, batch), alive in zip(batches.items(), exists, strict=True):
+                    recreated = bool(batch) and batch[0].prev == (0, 0)
+                    if not alive or recreated:
+                        raise EventsTrimmed(last_id, name)
+        return merge_streams(batches, last_id, limit)
+
+    async def subscribe(
+        self,
+        last_id: EventId | None = None,
+        topics: Iterable[str] | None = None,
+        *,
+        batch: int = 256,
+    ) -> AsyncIterator[Event]:
+        """Catch up with :meth:`read_after`, then ``XREAD BLOCK`` on the streams until
+        something arrives, and repeat. Connection loss raises
+        :class:`~tracking.errors.Unavailable`; resume with a new subscription from the
+        last id received (nothing is missed, see the crash test)."""
+        names = validate_topics(topics)
+        validate_limit(batch)
+        cursor = await self.last_id() if last_id is None else last_id
+        parse_event_id(cursor)
+        keys = list(self._stream_keys(names).values())
+        while True:
+            events = await self.read_after(cursor, names, batch)
+            for e in events:
+                cursor = e.id or cursor
+                yield e
+            if events:
+                continue
+            with redis_errors():
+                while not await self.client.xread(
+                    dict.fromkeys(keys, cursor), count=1, block=self.block_ms
+                ):
+                    pass
