@@ -199,10 +199,10 @@ def bench_dispatch(
     folder = lilim_dir or lilim_bench.DEFAULT_DIR
     result: dict[str, Any] = {}
     if folder.is_dir():
-        result["lilim"] = lilim_bench.run(folder, time_limit, limit)
         if peers:
-            result["vroom"] = lilim_bench.run_vroom(folder, limit)
-            result["pyvrp"] = lilim_bench.run_pyvrp(folder, time_limit, limit)
+            result.update(lilim_bench.run_all(folder, time_limit, limit))
+        else:
+            result["lilim"] = lilim_bench.run(folder, time_limit, limit)
     else:
         typer.echo(f"o2o: {folder} not found: Li & Lim part skipped", err=True)
     if snapshots:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.lilim_bench import run, solve_file
+from benchmarks.lilim_bench import check_routes, run, solve_file
 from dispatch.instances.lilim import LILIM_SCALE, read_bks, read_lilim, route_distance
 from tests.conftest import SHARED_DATA
 
@@ -37,6 +37,7 @@ def test_solve_file_on_tiny_fixture() -> None:
         assert route.index(pickup) < route.index(delivery)
     inst = read_lilim(DATA / "tiny_lilim.txt")
     assert res["distance"] == pytest.approx(route_distance(inst.coords, route))
+    assert check_routes(inst, res["routes"], res["unassigned"]) == []
 
 
 @needs_shared
@@ -56,4 +57,6 @@ def test_lc101_reaches_best_known_vehicles() -> None:
     res = run(LILIM / "instances", time_limit_s=2.0, names=["lc101"])
     (row,) = res["per_instance"]
     assert row["vehicles"] == row["bks_vehicles"] == 10 and not row["unassigned"]
+    assert not row["infeasible"] and row["violations"] == []
     assert row["gap_pct"] < 1.0
+    assert res["infeasible"] == 0 and res["count_vehicles_le_bks"] == 1

@@ -7,6 +7,7 @@ on a line (``x`` positions); travel time = distance = |x_i - x_j|, service 0 unl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
@@ -285,3 +286,33 @@ def test_vehicle_fixed_cost_uses_fewer_vehicles(fixed: int) -> None:
     xs = [0, 30, 1, 2, 30, 31]
     sol = solve(b.build(line_matrix(xs)), T)
     assert sol.vehicles_used == (1 if fixed else 2)
+
+
+def _six_requests_fixed(initial: Sequence[Sequence[int]] | None) -> RoutingProblem:
+    base = _six_requests(initial)
+    return replace(base, objective=Objective(vehicle_fixed=1000))
+
+
+def test_fleet_phases_rebuild_the_warm_start_and_drop_a_vehicle() -> None:
+    # Fixed costs switch on the warm-started ILS phases (fleet_strategy "warm").
+    initial = [[2, 3, 4, 5], [6, 7, 8, 9, 10, 11, 12, 13]]
+    problem = _six_requests_fixed(initial)
+    assert SearchConfig().eliminate_routes and SearchConfig().fleet_strategy == "warm"
+    # One accepted solution per phase: each phase's first solution is the plan it was
+    # given (rebuilt by EVALUATOR_STRATEGY), and the elimination attempt fails.
+    same = solve(problem, 2.0, solution_limit=1)
+    assert [list(r.nodes) for r in same.routes] == initial
+    assert same.stats.phases["initial_vehicles"] == 2
+    # With time, everything fits on one vehicle (capacity 3, loads of 1 in sequence).
+    sol = solve(problem, 2.0)
+    accounted(problem, sol)
+    assert not sol.dropped and sol.vehicles_used == 1
+
+
+def test_fleet_phases_from_scratch_match_the_single_ils_run() -> None:
+    problem = _six_requests_fixed(None)
+    phased = solve(problem, 1.0)
+    single = solve(problem, 1.0, config=SearchConfig(eliminate_routes=False))
+    accounted(problem, phased)
+    assert not phased.dropped and phased.vehicles_used == 1
+    assert phased.objective.total <= single.objective.total
