@@ -651,11 +651,36 @@ class Dispatcher:
             points += [order.pickup.point, order.dropoff.point]
         arr = np.asarray(points, dtype=np.float64)
         full = self.travel.duration_matrix(arr, arr)
-        options: list[tuple[float, int, int, int]] = []  # (added travel, block, i, j)
+        options: list[tuple[float, int, int, int]] = []  # (cost lower bound, block, i, j)
+        base_cost: dict[int, float] = {}
+        w = s.lateness_weight
         for b, (c, current, off) in enumerate(blocks):
             n = len(current)
             m = full[off : off + n + 3, off : off + n + 3] * c.speed_factor
             pk, dl = n + 1, n + 2
+            # Base schedule: after position i, how many drop-offs are already late and
+            # how much waiting could absorb a delay. Pushing a route back by d seconds
+            # adds at least late_after[i] * (d - wait_after[i]) seconds of lateness.
+            start_t = max(self.now, c.position_t)
+            base = time_route(
+                c,
+                current,
+                c.position,
+                start_t,
+                self.travel,
+                m[list(range(n)), list(range(1, n + 1))],
+            )
+            base_cost[b] = base.travel_s + w * base.lateness_s
+            late_after = [0] * (n + 1)
+            wait_after = [0.0] * (n + 1)
+            for k in range(n - 1, -1, -1):
+                st = base.stops[k]
+                o = current[k][0]
+                late_after[k] = late_after[k + 1] + (
+                    1 if st.kind == "dropoff" and st.start > o.promised_by else 0
+                )
+                wait_after[k] = wait_after[k + 1] + (st.start - st.arrival)
+            svc_p, svc_d = order.pickup_service_s, order.dropoff_service_s
             first = 1 if (s.freeze_next_stop and current) else 0
             for i in range(first, n + 1):
                 # Pickup goes between stop i (0 = the courier) and stop i + 1.
@@ -666,26 +691,24 @@ class Dispatcher:
                     if j == i:
                         tail = m[dl, nxt_i] - m[i, nxt_i] if nxt_i is not None else 0.0
                         added = m[i, pk] + m[pk, dl] + tail
+                        push = added + svc_p + svc_d
                     else:
                         added = (
                             add_p
                             + m[j, dl]
                             + (m[dl, nxt_j] - m[j, nxt_j] if nxt_j is not None else 0.0)
                         )
-                    options.append((float(added), b, i, j))
+                        push = add_p + svc_p
+                    late_lb = late_after[i] * max(0.0, push - wait_after[i])
+                    options.append((float(added + w * late_lb), b, i, j))
         options.sort()
         best: tuple[float, str, list[Visit]] | None = None
-        base_cost: dict[int, float] = {}
 
         def evaluate(b: int, i: int, j: int) -> tuple[float, str, list[Visit]] | None:
             c, current, off = blocks[b]
             n = len(current)
             m = full[off : off + n + 3, off : off + n + 3] * c.speed_factor
             start_t = max(self.now, c.position_t)
-            if b not in base_cost:
-                legs = m[list(range(n)), list(range(1, n + 1))]
-                base = time_route(c, current, c.position, start_t, self.travel, legs, False)
-                base_cost[b] = base.travel_s + s.lateness_weight * base.lateness_s
             seq = [*range(i + 1), n + 1, *range(i + 1, j + 1), n + 2, *range(j + 1, n + 1)]
             cand = [*current[:i], (order, "pickup"), *current[i:j], (order, "dropoff")]
             cand += current[j:]
@@ -797,7 +820,7 @@ class Dispatcher:
         unassigned = {
             o.id: self._unassigned.get(o.id, "not_planned")
             for o in self.orders.values()
-            if o.is_open and o.needs_courier and o.status == "placed"
+            if o.status == "placed" and o.mode != "self_pickup"  # open, needs a courier
         }
         self.plan = Plan(self.now, routes, unassigned)
         etas: dict[str, list[float | None]] = {}
