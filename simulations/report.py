@@ -63,11 +63,11 @@ def _n(v: float) -> str:
     return s[:-2] if s.endswith(".0") else s
 
 
-def _esc(s: str) -> str:
+def esc(s: str) -> str:
     return html.escape(s, quote=True)
 
 
-class _Svg:
+class Svg:
     """A tiny SVG writer: shapes in pixel coordinates, ``<title>`` tooltips."""
 
     def __init__(self, width: float, height: float) -> None:
@@ -77,12 +77,12 @@ class _Svg:
 
     def _el(self, tag: str, attrs: dict[str, str | float | None], tip: str | None) -> None:
         text = " ".join(
-            f'{k}="{_n(v) if isinstance(v, float) else _esc(str(v))}"'
+            f'{k}="{_n(v) if isinstance(v, float) else esc(str(v))}"'
             for k, v in attrs.items()
             if v is not None
         )
         if tip:
-            self.parts.append(f"<{tag} {text}><title>{_esc(tip)}</title></{tag}>")
+            self.parts.append(f"<{tag} {text}><title>{esc(tip)}</title></{tag}>")
         else:
             self.parts.append(f"<{tag} {text}/>")
 
@@ -132,16 +132,16 @@ class _Svg:
         attrs |= {"text-anchor": anchor, "fill": fill, "font-weight": weight}
         attrs |= {"transform": transform}
         text = " ".join(
-            f'{k}="{_n(v) if isinstance(v, float) else _esc(str(v))}"'
+            f'{k}="{_n(v) if isinstance(v, float) else esc(str(v))}"'
             for k, v in attrs.items()
             if v is not None
         )
-        self.parts.append(f"<text {text}>{_esc(s)}</text>")
+        self.parts.append(f"<text {text}>{esc(s)}</text>")
 
     def render(self, element_id: str, label: str) -> str:
         return (
-            f'<svg id="{_esc(element_id)}" class="plot" viewBox="0 0 {_n(self.width)} '
-            f'{_n(self.height)}" role="img" aria-label="{_esc(label)}" '
+            f'<svg id="{esc(element_id)}" class="plot" viewBox="0 0 {_n(self.width)} '
+            f'{_n(self.height)}" role="img" aria-label="{esc(label)}" '
             f'font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif">'
             + "".join(self.parts)
             + "</svg>"
@@ -159,7 +159,7 @@ def _nice(x: float) -> float:
     return 10 * mag
 
 
-def _top(v: float, n: int = 5) -> float:
+def nice_top(v: float, n: int = 5) -> float:
     """A round upper axis limit at or above ``v`` (a multiple of the tick step)."""
     step = _nice(max(v, 1.0) / n)
     return math.ceil(max(v, 1.0) / step - 1e-9) * step
@@ -188,10 +188,10 @@ def _int(v: float) -> str:
 
 
 @dataclass
-class _Axes:
-    """A plot area inside an :class:`_Svg`: data ranges mapped to a pixel box."""
+class Axes:
+    """A plot area inside an :class:`Svg`: data ranges mapped to a pixel box."""
 
-    svg: _Svg
+    svg: Svg
     left: float
     top: float
     right: float
@@ -230,7 +230,7 @@ class _Axes:
         s.text(14, mid, ylabel, size=12, anchor="middle", rotate=-90.0)
 
 
-def _legend(svg: _Svg, x: float, y: float, items: Sequence[tuple[str, str]]) -> None:
+def _legend(svg: Svg, x: float, y: float, items: Sequence[tuple[str, str]]) -> None:
     """Colour swatches with labels in one row starting at (x, y)."""
     for colour, label in items:
         svg.rect(x, y - 9, 11, 11, colour)
@@ -297,7 +297,7 @@ def _c2d_histogram(day: _Day, scenario: Scenario) -> str:
     target = scenario.params.target_c2d_s / 60.0
     maximum = scenario.params.max_c2d_s / 60.0
     c2d = day.c2d_min[~np.isnan(day.c2d_min)]
-    svg = _Svg(_W, _H)
+    svg = Svg(_W, _H)
     if c2d.size == 0:
         svg.text(_W / 2, _H / 2, "no order was delivered", anchor="middle", size=14)
         return svg.render("plot-c2d", "click-to-door distribution")
@@ -305,7 +305,7 @@ def _c2d_histogram(day: _Day, scenario: Scenario) -> str:
     width = 2.0 if top <= 100 else 5.0 if top <= 250 else 10.0
     edges = np.arange(0.0, math.ceil(top / width) * width + width, width)
     counts, _ = np.histogram(np.minimum(c2d, edges[-1] - 1e-9), edges)
-    ax = _Axes(svg, *_BOX, (0.0, float(edges[-1])), (0.0, _top(float(counts.max()) * 1.08)))
+    ax = Axes(svg, *_BOX, (0.0, float(edges[-1])), (0.0, nice_top(float(counts.max()) * 1.08)))
     ax.frame(_ticks(0.0, float(edges[-1]), 8), _int, _int, "click-to-door (minutes)", "orders")
     for lo, hi, n in zip(edges[:-1], edges[1:], counts, strict=True):
         mid = (lo + hi) / 2
@@ -329,7 +329,7 @@ def _c2d_histogram(day: _Day, scenario: Scenario) -> str:
 
 def _lateness_by_hour(day: _Day, scenario: Scenario) -> str:
     target = scenario.params.target_c2d_s / 60.0
-    svg = _Svg(_W, _H)
+    svg = Svg(_W, _H)
     if day.placed.size == 0:
         svg.text(_W / 2, _H / 2, "no orders", anchor="middle", size=14)
         return svg.render("plot-lateness", "orders by hour placed")
@@ -342,8 +342,8 @@ def _lateness_by_hour(day: _Day, scenario: Scenario) -> str:
         m = hours == h
         n_late, n_und = int((m & late).sum()), int((m & undelivered).sum())
         rows.append((h, int(m.sum()) - n_late - n_und, n_late, n_und))
-    ymax = _top(max(r[1] + r[2] + r[3] for r in rows) * 1.12)
-    ax = _Axes(svg, *_BOX, (h0 * 3600.0, h1 * 3600.0), (0.0, ymax))
+    ymax = nice_top(max(r[1] + r[2] + r[3] for r in rows) * 1.12)
+    ax = Axes(svg, *_BOX, (h0 * 3600.0, h1 * 3600.0), (0.0, ymax))
     ax.frame(
         _time_ticks(h0 * 3600.0, h1 * 3600.0),
         _time_fmt(day),
@@ -409,8 +409,8 @@ def _couriers_over_day(day: _Day, result: RunResult, scenario: Scenario) -> str:
     grid = np.arange(day.t0, day.t1 + 1.0, 300.0)
     on = _count_over(grid, ((c.shift_start, c.shift_end) for c in scenario.couriers))
     busy = _count_over(grid, (s for v in _busy_intervals(result, scenario).values() for s in v))
-    svg = _Svg(_W, _H)
-    ax = _Axes(svg, *_BOX, (day.t0, day.t1), (0.0, _top(float(on.max(initial=0)) * 1.08)))
+    svg = Svg(_W, _H)
+    ax = Axes(svg, *_BOX, (day.t0, day.t1), (0.0, nice_top(float(on.max(initial=0)) * 1.08)))
     ax.frame(_time_ticks(day.t0, day.t1), _time_fmt(day), _int, _time_label(day), "couriers")
 
     def steps(values: FloatArray) -> list[XY]:
@@ -458,13 +458,13 @@ def _utilisation(result: RunResult, scenario: Scenario) -> FloatArray:
 
 def _utilisation_histogram(result: RunResult, scenario: Scenario) -> str:
     u = _utilisation(result, scenario)
-    svg = _Svg(_W, _H)
+    svg = Svg(_W, _H)
     if u.size == 0:
         svg.text(_W / 2, _H / 2, "no couriers", anchor="middle", size=14)
         return svg.render("plot-utilisation", "courier utilisation")
     edges = np.linspace(0.0, 1.0, 21)
     counts, _ = np.histogram(np.clip(u, 0.0, 1.0 - 1e-9), edges)
-    ax = _Axes(svg, *_BOX, (0.0, 1.0), (0.0, _top(float(counts.max()) * 1.08)))
+    ax = Axes(svg, *_BOX, (0.0, 1.0), (0.0, nice_top(float(counts.max()) * 1.08)))
     ax.frame(
         _ticks(0.0, 1.0, 5), _pct, _int, "utilisation: driving + service / shift time", "couriers"
     )
@@ -591,7 +591,7 @@ def _heat_breaks(max_count: int) -> list[int]:
     return [min(max_count, step * (i + 1)) for i in range(math.ceil(max_count / step))]
 
 
-def _scale_bar(svg: _Svg, view: _View, width: float, y: float) -> None:
+def _scale_bar(svg: Svg, view: _View, width: float, y: float) -> None:
     metres = _nice(width * 0.18 / view.scale)
     px = metres * view.scale
     x = view.left + 6
@@ -607,7 +607,7 @@ def _scale_bar(svg: _Svg, view: _View, width: float, y: float) -> None:
     )
 
 
-def _outline(svg: _Svg, view: _View, area: FloatArray | None) -> None:
+def _outline(svg: Svg, view: _View, area: FloatArray | None) -> None:
     if area is not None and len(area) >= 3:
         svg.path(view.many(area), stroke="#7b8794", fill="#f5f7fa", width=1.4, closed=True)
 
@@ -637,7 +637,7 @@ def _map_panels(
     view = _view(extent, size, size, pad)
 
     # demand heat map
-    heat = _Svg(size, size + 34)
+    heat = Svg(size, size + 34)
     _outline(heat, view, area)
     max_n = max((n for _, n in hexes), default=1)
     breaks = _heat_breaks(max_n)
@@ -687,7 +687,7 @@ def _map_panels(
         if o.delivered_at is not None and o.courier_id:
             delivered[o.courier_id] = delivered.get(o.courier_id, 0) + 1
     rows = math.ceil(len(picked) / 2)
-    routes = _Svg(size, size + 12 + 18 * rows)
+    routes = Svg(size, size + 12 + 18 * rows)
     _outline(routes, view, area)
     for x, y in view.many(rest):
         routes.circle(x, y, 1.4, "#b6bec8")
@@ -783,12 +783,12 @@ def _kpi_tables(result: RunResult) -> str:
     out = []
     for title, rows in _KPI_GROUPS:
         body = "".join(
-            f'<tr><th scope="row">{_esc(label)}</th><td data-kpi="{key}">'
+            f'<tr><th scope="row">{esc(label)}</th><td data-kpi="{key}">'
             f"{_fmt_kpi(k.get(key), kind)}</td></tr>"
             for key, label, kind in rows
             if key in k
         )
-        out.append(f'<table class="kpis"><caption>{_esc(title)}</caption>{body}</table>')
+        out.append(f'<table class="kpis"><caption>{esc(title)}</caption>{body}</table>')
     return '<div class="kpi-grid">' + "".join(out) + "</div>"
 
 
@@ -815,8 +815,8 @@ def _tiles(result: RunResult, scenario: Scenario) -> str:
     return (
         '<div class="tiles">'
         + "".join(
-            f'<div class="tile"><div class="tile-label">{_esc(a)}</div>'
-            f'<div class="tile-value">{_esc(b)}</div><div class="tile-note">{_esc(c)}</div></div>'
+            f'<div class="tile"><div class="tile-label">{esc(a)}</div>'
+            f'<div class="tile-value">{esc(b)}</div><div class="tile-note">{esc(c)}</div></div>'
             for a, b, c in tiles
         )
         + "</div>"
@@ -825,7 +825,7 @@ def _tiles(result: RunResult, scenario: Scenario) -> str:
 
 # --------------------------------------------------------------------------- page
 
-_CSS = """
+CSS = """
 :root { color-scheme: light; }
 * { box-sizing: border-box; }
 body { margin: 0; background: #f0f2f5; color: #1f2933;
@@ -889,8 +889,8 @@ def render_report(
 
     def card(heading: str, body: str, caption: str) -> str:
         return (
-            f'<figure class="card"><h3>{_esc(heading)}</h3>{body}'
-            f"<figcaption>{_esc(caption)}</figcaption></figure>"
+            f'<figure class="card"><h3>{esc(heading)}</h3>{body}'
+            f"<figcaption>{esc(caption)}</figcaption></figure>"
         )
 
     plots = "".join(
@@ -927,14 +927,14 @@ def render_report(
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_esc(heading)}</title>
-<style>{_CSS}</style>
+<title>{esc(heading)}</title>
+<style>{CSS}</style>
 </head>
 <body>
 <main>
 <header>
-<h1>{_esc(heading)}</h1>
-<p class="sub">{_esc(sub)}</p>
+<h1>{esc(heading)}</h1>
+<p class="sub">{esc(sub)}</p>
 </header>
 {warn}
 {_tiles(result, scenario)}

@@ -44,13 +44,13 @@ from dispatch.model import Courier, Order, Place
 from simulations.policies import PolicyUnavailable, make_policy
 from simulations.policy import Mode
 from simulations.report import (
-    _CSS,
+    CSS,
     INK,
     ROUTES,
-    _Axes,
-    _esc,
-    _Svg,
-    _top,
+    Axes,
+    Svg,
+    esc,
+    nice_top,
 )
 from simulations.run import run_scenario
 from simulations.scenarios.base import Scenario, ScenarioError
@@ -612,7 +612,7 @@ def _plot(result: SweepResult, key: str, ylabel: str, kind: str, plot_id: str) -
     labels = [_series_label(policy, rest, grid) for _, _, policy, rest in series]
     rows = _legend_rows(labels)
     extra = 14.0 * (len(rows) - 1)
-    svg = _Svg(_W, _H + extra)
+    svg = Svg(_W, _H + extra)
     xs = [float(v) for v in getattr(grid, xa)]
     spread: dict[tuple[Any, ...], list[float]] = {}
     for r in result.runs:
@@ -627,9 +627,9 @@ def _plot(result: SweepResult, key: str, ylabel: str, kind: str, plot_id: str) -
     lo_x, hi_x = min(xs), max(xs)
     pad = (hi_x - lo_x) * 0.06 or max(abs(lo_x) * 0.1, 0.1)
     peak = max(values) * 1.08
-    top = min(1.0, max(0.1, math.ceil(peak * 10 - 1e-9) / 10)) if kind == "pct" else _top(peak)
+    top = min(1.0, max(0.1, math.ceil(peak * 10 - 1e-9) / 10)) if kind == "pct" else nice_top(peak)
     left, box_top, right, bottom = _BOX
-    ax = _Axes(svg, left, box_top + extra, right, bottom + extra, (lo_x - pad, hi_x + pad),
+    ax = Axes(svg, left, box_top + extra, right, bottom + extra, (lo_x - pad, hi_x + pad),
                (0.0, top))  # fmt: skip
     yfmt: Callable[[float], str] = (
         (lambda v: f"{100 * v:.0f}%") if kind == "pct" else (lambda v: f"{v:g}")
@@ -685,15 +685,15 @@ table.sweep td.n { text-align: right; }
 
 
 def _summary_table(result: SweepResult) -> str:
-    head = "".join(f"<th>{_esc(h)}</th>" for h in ("fleet", "prep", "tick (s)", "policy", "seeds"))
-    head += "".join(f"<th>{_esc(label)}</th>" for _, label, _ in SUMMARY_COLUMNS)
+    head = "".join(f"<th>{esc(h)}</th>" for h in ("fleet", "prep", "tick (s)", "policy", "seeds"))
+    head += "".join(f"<th>{esc(label)}</th>" for _, label, _ in SUMMARY_COLUMNS)
     rows = []
     for r in result.summary:
         cells = [f"{r['fleet']:g}x", f"{r['prep']:g}x", f"{r['tick']:g}", r["policy"]]
-        body = "".join(f"<td>{_esc(str(c))}</td>" for c in cells)
+        body = "".join(f"<td>{esc(str(c))}</td>" for c in cells)
         body += f'<td class="n">{r["seeds"]}</td>'
         body += "".join(
-            f'<td class="n" data-kpi="{key}">{_esc(fmt_value(r.get(key), kind))}</td>'
+            f'<td class="n" data-kpi="{key}">{esc(fmt_value(r.get(key), kind))}</td>'
             for key, _, kind in SUMMARY_COLUMNS
         )
         rows.append(f"<tr>{body}</tr>")
@@ -708,8 +708,8 @@ def render_html(result: SweepResult) -> str:
 
     def card(heading: str, body: str, caption: str) -> str:
         return (
-            f'<figure class="card"><h3>{_esc(heading)}</h3>{body}'
-            f"<figcaption>{_esc(caption)}</figcaption></figure>"
+            f'<figure class="card"><h3>{esc(heading)}</h3>{body}'
+            f"<figcaption>{esc(caption)}</figcaption></figure>"
         )
 
     plots = "".join(
@@ -727,14 +727,14 @@ def render_html(result: SweepResult) -> str:
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_esc(heading)}</title>
-<style>{_CSS}{_EXTRA_CSS}</style>
+<title>{esc(heading)}</title>
+<style>{CSS}{_EXTRA_CSS}</style>
 </head>
 <body>
 <main>
 <header>
-<h1>{_esc(heading)}</h1>
-<p class="sub">{_esc(sub)}</p>
+<h1>{esc(heading)}</h1>
+<p class="sub">{esc(sub)}</p>
 </header>
 <h2>Means over seeds</h2>
 {_summary_table(result)}
