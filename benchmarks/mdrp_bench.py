@@ -15,11 +15,11 @@ Aggregates per policy come two ways:
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from simulations.parallel import map_in_order
 from simulations.policies import make_policy
 from simulations.policy import Mode
 from simulations.run import run_scenario
@@ -103,19 +103,7 @@ def run(
         make_policy(p)  # fail early on unknown or unavailable names
     instances = find_instances(dirs)
     tasks = [(str(d), p, mode, tick_s) for d in instances for p in policies]
-    records: list[dict[str, Any]] = []
-    if processes <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            records.append(_one(task))
-            if progress is not None:
-                progress(len(records), len(tasks))
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(min(processes, len(tasks))) as pool:
-            for rec in pool.imap(_one, tasks):
-                records.append(rec)
-                if progress is not None:
-                    progress(len(records), len(tasks))
+    records = map_in_order(_one, tasks, processes, progress)
     return {
         "instances": records,
         "aggregate": {p: aggregate(records, p) for p in policies},

@@ -31,7 +31,6 @@ import io
 import itertools
 import json
 import math
-import multiprocessing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -41,6 +40,7 @@ from typing import Any, Literal
 import numpy as np
 
 from dispatch.model import Courier, Order, Place
+from simulations.parallel import map_in_order
 from simulations.policies import PolicyUnavailable, make_policy
 from simulations.policy import Mode
 from simulations.report import (
@@ -528,19 +528,7 @@ def run_sweep(
     """
     source = resolve_source(scenario_source)
     tasks = [(source, p, grid.mode) for p in grid.points()]
-    runs: list[dict[str, Any]] = []
-    if processes <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            runs.append(_run_one(task))
-            if progress is not None:
-                progress(len(runs), len(tasks))
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(min(processes, len(tasks))) as pool:
-            for rec in pool.imap(_run_one, tasks):
-                runs.append(rec)
-                if progress is not None:
-                    progress(len(runs), len(tasks))
+    runs = map_in_order(_run_one, tasks, processes, progress)
     return SweepResult(source.name, source.kind, grid, runs, _summarise(runs))
 
 
