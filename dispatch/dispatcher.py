@@ -23,6 +23,7 @@ How it decides:
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -654,9 +655,11 @@ class Dispatcher:
         options: list[tuple[float, int, int, int]] = []  # (cost lower bound, block, i, j)
         base_cost: dict[int, float] = {}
         w = s.lateness_weight
+        mats: list[list[list[float]]] = []  # per block, as lists: cheap scalar indexing
         for b, (c, current, off) in enumerate(blocks):
             n = len(current)
             m = full[off : off + n + 3, off : off + n + 3] * c.speed_factor
+            mats.append(m.tolist())
             pk, dl = n + 1, n + 2
             # Base schedule: after position i, how many drop-offs are already late and
             # how much waiting could absorb a delay. Pushing a route back by d seconds
@@ -705,14 +708,14 @@ class Dispatcher:
         best: tuple[float, str, list[Visit]] | None = None
 
         def evaluate(b: int, i: int, j: int) -> tuple[float, str, list[Visit]] | None:
-            c, current, off = blocks[b]
+            c, current, _off = blocks[b]
             n = len(current)
-            m = full[off : off + n + 3, off : off + n + 3] * c.speed_factor
+            mm = mats[b]
             start_t = max(self.now, c.position_t)
             seq = [*range(i + 1), n + 1, *range(i + 1, j + 1), n + 2, *range(j + 1, n + 1)]
             cand = [*current[:i], (order, "pickup"), *current[i:j], (order, "dropoff")]
             cand += current[j:]
-            legs = m[seq[:-1], seq[1:]]
+            legs = [mm[a][z] for a, z in itertools.pairwise(seq)]
             check = time_route(c, cand, c.position, start_t, self.travel, legs, False)
             if not check.feasible:
                 return None

@@ -54,7 +54,7 @@ def time_route(
     start: Place,
     start_time: float,
     travel: TravelTimeModel,
-    legs: npt.NDArray[np.float64] | None = None,
+    legs: npt.NDArray[np.float64] | Sequence[float] | None = None,
     build_stops: bool = True,
 ) -> RouteCheck:
     """Time ``visits`` for ``courier`` leaving ``start`` at ``start_time``.
