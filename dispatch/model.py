@@ -14,20 +14,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, get_args
 
 OrderStatus = Literal["placed", "assigned", "picked_up", "delivered", "cancelled"]
 DeliveryMode = Literal["door", "station", "self_pickup"]
 StopKind = Literal["pickup", "dropoff"]
 
-ORDER_STATUSES: tuple[OrderStatus, ...] = (
-    "placed",
-    "assigned",
-    "picked_up",
-    "delivered",
-    "cancelled",
-)
-DELIVERY_MODES: tuple[DeliveryMode, ...] = ("door", "station", "self_pickup")
+ORDER_STATUSES: tuple[OrderStatus, ...] = get_args(OrderStatus)
+DELIVERY_MODES: tuple[DeliveryMode, ...] = get_args(DeliveryMode)
 OPEN_STATUSES: frozenset[OrderStatus] = frozenset({"placed", "assigned", "picked_up"})
 
 # Legal status moves. "assigned" -> "placed" is an un-assignment (no courier fits any

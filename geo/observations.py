@@ -19,13 +19,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from geo.coords import validate_latlon
 from geo.errors import InvalidCoordinate, InvalidObservation
 
 Kind = Literal["gps", "wifi", "beacon", "cell"]
-KINDS: tuple[Kind, ...] = ("gps", "wifi", "beacon", "cell")
+KINDS: tuple[Kind, ...] = get_args(Kind)
 
 MAX_GPS_ACCURACY_M = 5_000.0
 """Fixes reporting a worse 68 % radius than this carry no useful position."""

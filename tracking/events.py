@@ -47,7 +47,7 @@ from bisect import bisect_right
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from tracking.errors import BadEventId, BadInput, EventsTrimmed
 
@@ -65,20 +65,7 @@ EventType = Literal[
     "eta_updated",
     "delay",
 ]
-EVENT_TYPES: tuple[EventType, ...] = (
-    "order_placed",
-    "order_assigned",
-    "order_unassigned",
-    "order_picked_up",
-    "order_delivered",
-    "order_cancelled",
-    "courier_updated",
-    "courier_position",
-    "route_updated",
-    "plan_updated",
-    "eta_updated",
-    "delay",
-)
+EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 
 EventId = str
 ZERO_ID: EventId = "0-0"
