@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from api.cli_serve import register as register_service_commands
 from api.cli_sim import register as register_simulation_commands
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ bench_app = typer.Typer(help="Reproducible benchmarks that print one JSON object
 app.add_typer(geo_app, name="geo")
 app.add_typer(bench_app, name="bench")
 register_simulation_commands(app, bench_app)
+register_service_commands(app)
 
 
 def _fail(message: str) -> NoReturn:
@@ -235,3 +237,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
         else:
             rows.append((f"{prefix}{k}", v))
     return rows
+
+
+if __name__ == "__main__":
+    app()

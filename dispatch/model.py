@@ -97,6 +97,8 @@ class Order:
     picked_up_at: float | None = None
     delivered_at: float | None = None
     cancelled_at: float | None = None
+    customer_id: str | None = None
+    """Who placed it (the live service's access checks); None in simulations."""
 
     def __post_init__(self) -> None:
         if not self.id:

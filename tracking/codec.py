@@ -233,6 +233,7 @@ def order_to_dict(order: Order) -> dict[str, Any]:
         "picked_up_at": order.picked_up_at,
         "delivered_at": order.delivered_at,
         "cancelled_at": order.cancelled_at,
+        "customer_id": order.customer_id,
     }
 
 
@@ -257,6 +258,7 @@ def order_from_dict(d: object, what: str = "order") -> Order:
     picked_up_at = r.opt_number("picked_up_at")
     delivered_at = r.opt_number("delivered_at")
     cancelled_at = r.opt_number("cancelled_at")
+    customer_id = r.opt_text("customer_id") if "customer_id" in r.d else None
     return _build(
         what,
         lambda: Order(
@@ -277,6 +279,7 @@ def order_from_dict(d: object, what: str = "order") -> Order:
             picked_up_at=picked_up_at,
             delivered_at=delivered_at,
             cancelled_at=cancelled_at,
+            customer_id=customer_id,
         ),
     )
 

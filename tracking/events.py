@@ -64,6 +64,9 @@ EventType = Literal[
     "plan_updated",
     "eta_updated",
     "delay",
+    "route_acknowledged",
+    "zones_updated",
+    "settings_updated",
 ]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 

@@ -37,7 +37,7 @@ answers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis.exceptions as rexc
@@ -62,6 +62,7 @@ from tracking.store import (
     Nearby,
     OrderEvents,
     apply_change,
+    check_doc,
     check_id,
     check_idempotency_key,
     check_instance,
@@ -69,6 +70,7 @@ from tracking.store import (
     check_plan,
     check_point,
     check_radius,
+    check_routes,
     select_nearby,
 )
 
@@ -412,6 +414,43 @@ class RedisStore:
             "routes": routes,
         }
         return plan_from_dict(data)
+
+    async def put_routes(
+        self, routes: Mapping[str, Route | None], *, events: Sequence[Event] = ()
+    ) -> None:
+        check_routes(routes)
+        sets = {_ROUTE + cid: dumps(route_to_dict(r)) for cid, r in routes.items() if r}
+        dels = [_ROUTE + cid for cid, r in routes.items() if r is None]
+        meta = _META
+        empty_meta = dumps({"created_at": 0.0, "unassigned": {}})
+
+        def queue(pipe: Pipeline) -> None:
+            pipe.hsetnx(self._plan_key, meta, empty_meta)
+            if sets:
+                pipe.hset(self._plan_key, mapping=sets)  # type: ignore[arg-type]
+            if dels:
+                pipe.hdel(self._plan_key, *dels)
+
+        await self._write(queue, events)
+
+    def _doc_key(self, name: str) -> str:
+        return f"{self.prefix}:doc:{name}"
+
+    async def put_doc(
+        self, name: str, doc: Mapping[str, Any], *, events: Sequence[Event] = ()
+    ) -> None:
+        text = dumps(check_doc(name, doc))
+        key = self._doc_key(name)
+
+        def queue(pipe: Pipeline) -> None:
+            pipe.set(key, text)
+
+        await self._write(queue, events)
+
+    async def get_doc(self, name: str) -> dict[str, Any] | None:
+        with redis_errors():
+            raw = await self.client.get(self._doc_key(check_id("document", name)))
+        return None if raw is None else loads(raw, f"document {name}")
 
     async def get_route(self, courier_id: str) -> Route | None:
         check_id("courier", courier_id)

@@ -18,9 +18,9 @@ the courier record; callers combine the two when they need a dispatch ``Courier`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import h3
 
@@ -29,7 +29,7 @@ from geo.cells import CellAggregator, CellError, cells_covering_circle
 from geo.coords import haversine_m, validate_latlon
 from geo.errors import GeoError
 from geo.estimate import Estimate
-from tracking.codec import decode, encode
+from tracking.codec import decode, dumps, encode, loads
 from tracking.errors import BadInput, Conflict, NotFound
 from tracking.events import Event, EventLog, MemoryEventLog
 
@@ -150,6 +150,26 @@ class StateStore(Protocol):
         """The courier's route in the current plan, or None if it has none."""
         ...
 
+    async def put_routes(
+        self, routes: Mapping[str, Route | None], *, events: Sequence[Event] = ()
+    ) -> None:
+        """Replace (or, for None, remove) some couriers' routes in the current plan.
+
+        What a live dispatcher writes after each change: rewriting a city's whole plan
+        for one courier's new stop would cost far more than the change.
+        """
+        ...
+
+    async def put_doc(
+        self, name: str, doc: Mapping[str, Any], *, events: Sequence[Event] = ()
+    ) -> None:
+        """Store a named JSON document (service zones, dispatch settings)."""
+        ...
+
+    async def get_doc(self, name: str) -> dict[str, Any] | None:
+        """The named document, or None if it was never stored."""
+        ...
+
     async def aclose(self) -> None:
         """Release what the store owns (a client it created); idempotent."""
         ...
@@ -215,6 +235,25 @@ def check_plan(plan: Plan) -> None:
             raise BadInput("bad_plan", f"route under {cid!r} is for {route.courier_id!r}")
 
 
+def check_routes(routes: Mapping[str, Route | None]) -> Mapping[str, Route | None]:
+    if not isinstance(routes, Mapping):
+        raise BadInput("bad_type", "routes must be a mapping of courier id to route")
+    for cid, route in routes.items():
+        check_id("courier", cid)
+        if route is not None:
+            check_instance(route, Route, "route")
+            if route.courier_id != cid:
+                raise BadInput("bad_plan", f"route under {cid!r} is for {route.courier_id!r}")
+    return routes
+
+
+def check_doc(name: str, doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    check_id("document", name)
+    if not isinstance(doc, Mapping):
+        raise BadInput("bad_type", f"document {name} must be a JSON object")
+    return doc
+
+
 def check_instance(value: object, cls: type, what: str) -> None:
     if not isinstance(value, cls):
         raise BadInput("bad_type", f"{what} must be a {cls.__name__}, got {type(value).__name__}")
@@ -275,6 +314,7 @@ class MemoryStore:
         self._cell_area_m2 = float(h3.average_hexagon_area(h3_res, "m^2"))
         self._edge_m = float(h3.average_hexagon_edge_length(h3_res, "m"))
         self._plan: str | None = None
+        self._docs: dict[str, str] = {}
 
     @property
     def events(self) -> MemoryEventLog:
@@ -428,6 +468,33 @@ class MemoryStore:
         check_id("courier", courier_id)
         plan = await self.get_plan()
         return None if plan is None else plan.routes.get(courier_id)
+
+    async def put_routes(
+        self, routes: Mapping[str, Route | None], *, events: Sequence[Event] = ()
+    ) -> None:
+        plan = await self.get_plan() or Plan(0.0)
+        new = dict(plan.routes)
+        for cid, route in check_routes(routes).items():
+            if route is None:
+                new.pop(cid, None)
+            else:
+                new[cid] = route
+        text = encode(Plan(plan.created_at, new, plan.unassigned))
+
+        def write() -> None:
+            self._plan = text
+
+        await self._commit(events, write)
+
+    async def put_doc(
+        self, name: str, doc: Mapping[str, Any], *, events: Sequence[Event] = ()
+    ) -> None:
+        text = dumps(check_doc(name, doc))
+        await self._commit(events, lambda: self._docs.__setitem__(name, text))
+
+    async def get_doc(self, name: str) -> dict[str, Any] | None:
+        text = self._docs.get(check_id("document", name))
+        return None if text is None else loads(text, f"document {name}")
 
     async def aclose(self) -> None:
         return None

@@ -1,0 +1,681 @@
+"""The FastAPI service: REST for customers, couriers and ops, plus the live websockets.
+
+``create_app`` builds one worker's app: the store (memory, or Redis shared by all
+workers), :class:`tracking.live.Live` for the commands, the websocket
+:class:`tracking.hub.Hub`, and the :class:`tracking.dispatch_loop.DispatchLoop` (every
+worker runs one; a Redis lease lets exactly one lead). Handlers only check who may do
+what and translate JSON; the work is in ``tracking``.
+
+Access (the full matrix is in ``tests/api/test_access.py``): ops may do everything; a
+customer sees and cancels only orders they placed; a courier sees only their own shift,
+position and route and the orders assigned to them; a viewer (share link) reads one
+order and its tracking channel until the link expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.auth import AuthError, Principal, Role, check_secret, create_token, verify_token
+from api.metrics import Metrics, timed
+from api.problems import Problem, install, problem_body
+from api.schemas import (
+    CancelIn,
+    ConfirmIn,
+    ConfirmOut,
+    CourierOut,
+    DispatchSettingsIn,
+    Fleet,
+    Health,
+    IngestOut,
+    ObservationDoc,
+    OrderIn,
+    OrderList,
+    OrderOut,
+    RouteOut,
+    ShareIn,
+    ShareOut,
+    ShiftIn,
+)
+from api.settings import Settings
+from dispatch.dispatcher import DispatchSettings
+from dispatch.model import Courier, Order
+from geo.estimate import Estimate
+from tracking.channels import order_json, route_json
+from tracking.dispatch_loop import DispatchLoop, Leadership
+from tracking.errors import NotFound, TrackingError
+from tracking.hub import ChannelLimits, Hub
+from tracking.live import Forbidden, Live, LiveConfig, OrderRequest
+from tracking.store import MemoryStore, StateStore
+
+log = logging.getLogger("o2o.api")
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+@dataclass
+class Services:
+    """Everything one worker's handlers use (``app.state.svc``)."""
+
+    settings: Settings
+    secret: str
+    store: StateStore
+    live: Live
+    hub: Hub
+    metrics: Metrics
+    limits: ChannelLimits
+    loop: DispatchLoop | None = None
+    store_kind: str = "memory"
+
+    def principal(self, token: str | None) -> Principal:
+        if not token:
+            raise AuthError("missing_token", "send 'Authorization: Bearer <token>'")
+        return verify_token(self.secret, token)
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.svc
+    return svc
+
+
+Svc = Annotated[Services, Depends(services)]
+
+
+def principal(
+    request: Request,
+    authorization: Annotated[str | None, Header(description="Bearer token")] = None,
+) -> Principal:
+    svc = services(request)
+    token = None
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise AuthError("bad_authorization", "use 'Authorization: Bearer <token>'")
+        token = value.strip()
+    return svc.principal(token)
+
+
+Caller = Annotated[Principal, Depends(principal)]
+
+
+def require(p: Principal, *roles: Role) -> None:
+    if p.role not in roles:
+        raise Problem(403, "forbidden_role", f"{p.role} may not do this")
+
+
+def can_see(p: Principal, o: Order) -> bool:
+    if p.role == "ops":
+        return True
+    if p.role == "customer":
+        return o.customer_id == p.subject
+    if p.role == "courier":
+        return o.courier_id == p.subject
+    return p.order_id == o.id
+
+
+async def visible_order(svc: Services, p: Principal, order_id: str) -> Order:
+    order = await svc.store.get_order(order_id)
+    if not can_see(p, order):
+        raise Forbidden("not_yours", "this order is not yours")
+    return order
+
+
+def own_courier(p: Principal, courier_id: str) -> None:
+    if p.role == "ops" or (p.role == "courier" and p.subject == courier_id):
+        return
+    raise Forbidden("not_yours", "this courier is not you")
+
+
+def courier_out(c: Courier, est: Estimate | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": c.id,
+        "on_shift": c.on_shift,
+        "lat": c.position.point[0],
+        "lon": c.position.point[1],
+        "position_t": c.position_t,
+        "shift_start": c.shift_start,
+        "shift_end": c.shift_end,
+        "capacity": c.capacity,
+        "on_board": list(c.on_board),
+    }
+    if est is not None:
+        out["position"] = estimate_out(est)
+    return out
+
+
+def estimate_out(est: Estimate) -> dict[str, Any]:
+    return {
+        "lat": est.lat,
+        "lon": est.lon,
+        "radius_m": est.radius68,
+        "radius95_m": est.radius95,
+        "t": est.t,
+        "h3": est.h3,
+        "velocity": list(est.velocity),
+    }
+
+
+class BodyLimit:
+    """Refuse bodies over ``limit`` bytes with 413 before they are read into memory
+    (by Content-Length, and by counting when the client streams without one)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.limit
+            except ValueError:
+                too_big = True
+            if too_big:
+                await self._refuse(scope, send)
+                return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooBig()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracking_send)
+        except _TooBig:
+            if not started:
+                await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        body = json.dumps(
+            problem_body(
+                413,
+                "body_too_large",
+                f"request bodies are limited to {self.limit} bytes",
+                scope.get("path", ""),
+            )
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _build_store(settings: Settings) -> tuple[StateStore, Leadership | None, str]:
+    if settings.store == "memory":
+        return MemoryStore(), None, "memory"
+    if settings.store.startswith(("redis://", "rediss://", "unix://")):
+        from tracking.redis_leader import RedisLeadership
+        from tracking.redis_store import RedisStore
+
+        store = RedisStore.from_url(settings.store, prefix=settings.redis_prefix)
+        return store, RedisLeadership(store.client, prefix=settings.redis_prefix), "redis"
+    raise ValueError(f"--store must be 'memory' or a redis:// URL, got {settings.store!r}")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: StateStore | None = None,
+    clock: Callable[[], float] = time.time,
+    live_config: LiveConfig | None = None,
+    dispatch_settings: DispatchSettings | None = None,
+) -> FastAPI:
+    """One worker's app. ``store`` overrides ``settings.store`` (tests, the demo)."""
+    settings = settings or Settings()
+    secret = check_secret(settings.secret.get_secret_value() if settings.secret else None)
+    leadership: Leadership | None = None
+    kind = "memory"
+    if store is None:
+        store, leadership, kind = _build_store(settings)
+    metrics = Metrics()
+    cfg = live_config or LiveConfig(max_batch=settings.max_batch)
+    live = Live(store, cfg, clock)
+    hub = Hub(store.events)
+    loop = (
+        DispatchLoop(
+            store,
+            settings=dispatch_settings
+            or DispatchSettings(
+                replan_every_s=settings.replan_every_s,
+                solve_time_limit_s=settings.solve_time_limit_s,
+            ),
+            leadership=leadership,
+            clock=clock,
+        )
+        if settings.dispatch
+        else None
+    )
+    svc = Services(
+        settings=settings,
+        secret=secret,
+        store=store,
+        live=live,
+        hub=hub,
+        metrics=metrics,
+        limits=ChannelLimits(
+            position_interval_s=settings.position_interval_s,
+            heartbeat_s=settings.heartbeat_s,
+            send_timeout_s=settings.send_timeout_s,
+            max_queue=settings.ws_queue,
+        ),
+        loop=loop,
+        store_kind=kind,
+    )
+    metrics.watch(
+        lambda: {
+            "ws_subscribers": float(hub.subscribers),
+            "hub_events_dispatched": float(hub.dispatched),
+            "hub_log_outages": float(hub.outages),
+            "dispatch_leading": float(bool(loop and loop.leading)),
+            "dispatch_errors": float(loop.errors if loop else 0),
+        }
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hub.start()
+        task = asyncio.create_task(loop.run(), name="dispatch") if loop else None
+        try:
+            yield
+        finally:
+            hub.close_all("restart")
+            await asyncio.sleep(0)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+            await hub.stop()
+            await store.aclose()
+
+    app = FastAPI(
+        title="o2o",
+        version="0.1.0",
+        summary="Live location, dispatch and delivery tracking",
+        lifespan=lifespan,
+    )
+    app.state.svc = svc
+    install(app)
+    app.middleware("http")(timed(metrics))
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    _routes(app)
+    from api.ws import register as register_websockets
+
+    register_websockets(app)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (``o2o serve`` starts workers with it)."""
+    logging.basicConfig(level=os.environ.get("O2O_LOG_LEVEL", "INFO"))
+    return create_app(Settings())
+
+
+ORDER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid token"},
+    403: {"description": "Not yours"},
+    404: {"description": "Unknown order"},
+}
+
+
+def _routes(app: FastAPI) -> None:
+    # -- orders -----------------------------------------------------------------------
+    @app.post(
+        "/v1/orders",
+        status_code=201,
+        response_model=OrderOut,
+        tags=["customers"],
+        responses={
+            200: {"model": OrderOut, "description": "Replayed (same Idempotency-Key)"},
+            409: {"description": "Idempotency-Key reused for another order"},
+            422: {"description": "Invalid order"},
+        },
+    )
+    async def place_order(
+        body: OrderIn,
+        svc: Svc,
+        p: Caller,
+        response: Response,
+        idempotency_key: Annotated[
+            str | None, Header(max_length=256, description="Retry-safe creation key")
+        ] = None,
+    ) -> dict[str, Any]:
+        require(p, "customer", "ops")
+        customer = p.subject
+        if body.customer_id is not None:
+            if p.role != "ops":
+                raise Forbidden("not_yours", "only ops may place orders for someone else")
+            customer = body.customer_id
+        if idempotency_key is not None and not idempotency_key.strip():
+            raise Problem(422, "bad_idempotency_key", "Idempotency-Key must not be blank")
+        req = OrderRequest(
+            pickup=(body.pickup.lat, body.pickup.lon),
+            dropoff=(body.dropoff.lat, body.dropoff.lon),
+            mode=body.mode,
+            ready_at=body.ready_at,
+            promised_by=body.promised_by,
+            size=body.size,
+            pickup_service_s=body.pickup_service_s,
+            dropoff_service_s=body.dropoff_service_s,
+            pickup_place_id=body.pickup.id,
+            dropoff_place_id=body.dropoff.id,
+        )
+        order, created = await svc.live.place_order(
+            req, customer_id=customer, idempotency_key=idempotency_key
+        )
+        if created:
+            svc.metrics.orders.inc()
+        else:
+            response.status_code = 200
+            response.headers["Idempotent-Replayed"] = "true"
+        response.headers["Location"] = f"/v1/orders/{order.id}"
+        return order_json(order)
+
+    @app.get("/v1/orders", response_model=OrderList, tags=["ops", "customers", "couriers"])
+    async def list_orders(
+        svc: Svc,
+        p: Caller,
+        status: Annotated[str, Query(pattern="^(open|all)$")] = "open",
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    ) -> dict[str, Any]:
+        require(p, "ops", "customer", "courier")
+        orders = await svc.store.list_orders(open_only=status == "open")
+        mine = [o for o in orders if can_see(p, o)]
+        return {"orders": [order_json(o) for o in mine[:limit]]}
+
+    @app.get(
+        "/v1/orders/{order_id}",
+        response_model=OrderOut,
+        tags=["customers"],
+        responses=ORDER_RESPONSES,
+    )
+    async def get_order(order_id: str, svc: Svc, p: Caller) -> dict[str, Any]:
+        return order_json(await visible_order(svc, p, order_id))
+
+    @app.post(
+        "/v1/orders/{order_id}/cancel",
+        response_model=OrderOut,
+        tags=["customers"],
+        responses={**ORDER_RESPONSES, 409: {"description": "Cannot cancel now"}},
+    )
+    async def cancel_order(
+        order_id: str, svc: Svc, p: Caller, body: Annotated[CancelIn | None, Body()] = None
+    ) -> dict[str, Any]:
+        require(p, "customer", "ops")
+        await visible_order(svc, p, order_id)
+        reason = body.reason if body else None
+        return order_json(await svc.live.cancel_order(order_id, reason=reason))
+
+    @app.post(
+        "/v1/orders/{order_id}/share",
+        response_model=ShareOut,
+        tags=["customers"],
+        responses=ORDER_RESPONSES,
+    )
+    async def share_order(
+        order_id: str, svc: Svc, p: Caller, body: Annotated[ShareIn | None, Body()] = None
+    ) -> dict[str, Any]:
+        """A read-only tracking link for one order that expires (default 6 h)."""
+        require(p, "customer", "ops")
+        await visible_order(svc, p, order_id)
+        ttl = body.ttl_s if body else svc.settings.share_ttl_s
+        token = create_token(svc.secret, "viewer", p.subject, ttl, order_id=order_id)
+        base = svc.settings.public_url.rstrip("/")
+        return {
+            "token": token,
+            "url": f"{base}/track/{order_id}?token={token}",
+            "expires_at": time.time() + ttl,
+        }
+
+    for kind in ("pickup", "dropoff"):
+        _confirm_route(app, kind)
+
+    # -- couriers ---------------------------------------------------------------------
+    @app.post(
+        "/v1/couriers/{courier_id}/shift",
+        response_model=CourierOut,
+        tags=["couriers"],
+        responses={
+            403: {"description": "Not you"},
+            404: {"description": "Unknown courier"},
+            422: {"description": "No position to start from"},
+        },
+    )
+    async def shift(courier_id: str, body: ShiftIn, svc: Svc, p: Caller) -> dict[str, Any]:
+        own_courier(p, courier_id)
+        if body.action == "start":
+            c = await svc.live.start_shift(
+                courier_id,
+                lat=body.lat,
+                lon=body.lon,
+                shift_end=body.shift_end,
+                capacity=body.capacity,
+            )
+        else:
+            c = await svc.live.end_shift(courier_id)
+        return courier_out(c)
+
+    @app.get("/v1/couriers/{courier_id}", response_model=CourierOut, tags=["couriers"])
+    async def get_courier(courier_id: str, svc: Svc, p: Caller) -> dict[str, Any]:
+        own_courier(p, courier_id)
+        c = await svc.store.get_courier(courier_id)
+        try:
+            est: Estimate | None = await svc.store.get_position(courier_id)
+        except NotFound:
+            est = None
+        return courier_out(c, est)
+
+    @app.get("/v1/couriers/{courier_id}/route", response_model=RouteOut, tags=["couriers"])
+    async def get_route(courier_id: str, svc: Svc, p: Caller) -> dict[str, Any]:
+        own_courier(p, courier_id)
+        await svc.store.get_courier(courier_id)
+        return route_json(await svc.store.get_route(courier_id), courier_id)
+
+    @app.post(
+        "/v1/couriers/{courier_id}/observations",
+        response_model=IngestOut,
+        tags=["couriers"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "array",
+                            "maxItems": 1000,
+                            "items": ObservationDoc.model_json_schema(
+                                ref_template="#/components/schemas/{model}"
+                            ),
+                        }
+                    }
+                },
+            }
+        },
+        responses={
+            413: {"description": "Batch too large"},
+            422: {"description": "Nothing in the batch was usable"},
+        },
+    )
+    async def observations(
+        courier_id: str, request: Request, svc: Svc, p: Caller
+    ) -> dict[str, Any]:
+        """Raw GPS / Wi-Fi / cell / beacon observations, fused into the courier's position.
+
+        Each item is checked on its own; bad ones come back in ``rejected`` with their
+        index and reason, good ones are used (a 422 only when none is usable).
+        """
+        own_courier(p, courier_id)
+        raw = await request.body()
+        try:
+            records = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise Problem(400, "malformed_json", f"the request body is not valid JSON: {e}") from e
+        if not isinstance(records, list):
+            raise Problem(422, "not_a_list", "send a JSON list of observations")
+        try:
+            result = await svc.live.post_observations(courier_id, records)
+        except TrackingError:
+            svc.metrics.observations.labels("rejected").inc(len(records))
+            raise
+        svc.metrics.observations.labels("accepted").inc(result.accepted)
+        svc.metrics.observations.labels("rejected").inc(len(result.rejected))
+        return {
+            "accepted": result.accepted,
+            "rejected": result.rejected,
+            "position": None if result.position is None else estimate_out(result.position),
+        }
+
+    # -- ops --------------------------------------------------------------------------
+    @app.get("/v1/fleet", response_model=Fleet, tags=["ops"])
+    async def fleet(svc: Svc, p: Caller) -> dict[str, Any]:
+        require(p, "ops")
+        out = []
+        for c in await svc.store.list_couriers():
+            try:
+                est: Estimate | None = await svc.store.get_position(c.id)
+            except NotFound:
+                est = None
+            out.append(courier_out(c, est))
+        return {"couriers": out}
+
+    @app.get("/v1/zones", tags=["ops"])
+    async def get_zones(svc: Svc, p: Caller) -> dict[str, Any]:
+        """Service zones as a GeoJSON FeatureCollection (empty: no area limit)."""
+        zones = await svc.live.zones(max_age_s=0)
+        return zones.to_geojson() if zones else {"type": "FeatureCollection", "features": []}
+
+    @app.put("/v1/zones", tags=["ops"])
+    async def put_zones(
+        svc: Svc, p: Caller, geojson: Annotated[dict[str, Any], Body()]
+    ) -> dict[str, Any]:
+        """Replace the service zones (GeoJSON; orders outside every zone are refused)."""
+        require(p, "ops")
+        return (await svc.live.put_zones(geojson)).to_geojson()
+
+    @app.get("/v1/dispatch/settings", tags=["ops"])
+    async def get_settings(svc: Svc, p: Caller) -> dict[str, Any]:
+        require(p, "ops")
+        return _settings_json(await svc.live.settings())
+
+    @app.put("/v1/dispatch/settings", tags=["ops"])
+    async def put_settings(
+        svc: Svc,
+        p: Caller,
+        body: Annotated[DispatchSettingsIn, Body()],  # type: ignore[valid-type]
+    ) -> dict[str, Any]:
+        """Change dispatch knobs (any subset; the rest return to defaults)."""
+        require(p, "ops")
+        doc = body.model_dump(exclude_none=True)  # type: ignore[attr-defined]
+        return _settings_json(await svc.live.put_settings(doc))
+
+    # -- operations -------------------------------------------------------------------
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    async def healthz() -> dict[str, Any]:
+        """The process is up (liveness)."""
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        response_model=Health,
+        tags=["health"],
+        responses={503: {"description": "Store unreachable"}},
+    )
+    async def readyz(svc: Svc, request: Request) -> Any:
+        """Ready for traffic: the store answers and the hub follows the log."""
+        try:
+            await asyncio.wait_for(svc.store.events.last_id(), 2.0)
+        except (TrackingError, TimeoutError) as e:
+            return JSONResponse(
+                problem_body(503, "store_unavailable", f"store not reachable: {e}", "/readyz"),
+                status_code=503,
+                media_type="application/problem+json",
+            )
+        return {
+            "status": "ready",
+            "store": svc.store_kind,
+            "hub": "following" if svc.hub.connected else "reconnecting",
+            "dispatcher": "leading" if svc.loop and svc.loop.leading else "standby",
+        }
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    async def metrics(svc: Svc) -> Response:
+        return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _settings_json(s: DispatchSettings) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(s)
+
+
+def _confirm_route(app: FastAPI, kind: str) -> None:
+    async def confirm(
+        order_id: str, svc: Svc, p: Caller, body: Annotated[ConfirmIn | None, Body()] = None
+    ) -> dict[str, Any]:
+        require(p, "courier", "ops")
+        if p.role == "courier":
+            await visible_order(svc, p, order_id)
+        result = await svc.live.confirm(
+            order_id,
+            "pickup" if kind == "pickup" else "dropoff",
+            courier_id=p.subject if p.role == "courier" else None,
+            override_reason=body.override_reason if body else None,
+        )
+        return {
+            "order": order_json(result.order),
+            "distance_m": result.distance_m,
+            "override_reason": result.override_reason,
+        }
+
+    confirm.__name__ = f"confirm_{kind}"
+    app.post(
+        f"/v1/orders/{{order_id}}/{kind}",
+        response_model=ConfirmOut,
+        tags=["couriers"],
+        summary=f"Confirm the {kind} (checked against the geofence)",
+        responses={
+            **ORDER_RESPONSES,
+            409: {"description": "Wrong state"},
+            422: {"description": "Outside the geofence without an override reason"},
+        },
+    )(confirm)

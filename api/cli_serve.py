@@ -1,0 +1,85 @@
+"""``o2o serve`` and ``o2o token create``: run the live service, mint its tokens.
+
+Both read the signing key from ``O2O_SECRET``. ``serve`` hands its options to the worker
+processes through ``O2O_*`` variables (uvicorn starts each worker afresh, and
+:func:`api.app.app_from_env` reads them), so every worker runs the same configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+token_app = typer.Typer(help="Bearer tokens for the service (signed with O2O_SECRET).")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"o2o: error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def serve(
+    store: Annotated[
+        str, typer.Option(help="'memory' (one process) or a redis:// URL (shared, durable)")
+    ] = "memory",
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port", min=0, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (Redis store only)", min=1)] = 1,
+    dispatch: Annotated[bool, typer.Option(help="Run the dispatcher in the service")] = True,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Run the live service (REST + websockets) on the given store."""
+    import uvicorn
+
+    from api.auth import AuthError, check_secret
+
+    try:
+        check_secret(os.environ.get("O2O_SECRET"))
+    except AuthError as e:
+        _fail(str(e))
+    if store != "memory" and not store.startswith(("redis://", "rediss://", "unix://")):
+        _fail(f"--store must be 'memory' or a redis:// URL, got {store!r}")
+    if workers > 1 and store == "memory":
+        _fail("the memory store lives in one process; use --store redis://... for --workers > 1")
+    os.environ["O2O_STORE"] = store
+    os.environ["O2O_DISPATCH"] = "1" if dispatch else "0"
+    os.environ["O2O_LOG_LEVEL"] = log_level.upper()
+    uvicorn.run(
+        "api.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        ws_max_size=65_536,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        timeout_graceful_shutdown=5,
+    )
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help="customer, courier or ops")],
+    subject: Annotated[str, typer.Option(help="The customer, courier or ops user id")],
+    ttl: Annotated[int, typer.Option(help="Seconds the token is valid", min=1)] = 86_400,
+) -> None:
+    """Print one bearer token (and nothing else) on stdout."""
+    from api.auth import ISSUED_ROLES, AuthError, create_token
+
+    if role not in ISSUED_ROLES:
+        _fail(f"--role must be one of {', '.join(ISSUED_ROLES)}")
+    try:
+        token = create_token(os.environ.get("O2O_SECRET") or "", role, subject, ttl)  # type: ignore[arg-type]
+    except AuthError as e:
+        _fail(str(e))
+        return
+    sys.stdout.write(token + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.add_typer(token_app, name="token")

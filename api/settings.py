@@ -1,0 +1,33 @@
+"""Service settings from the environment (``O2O_*``), via pydantic-settings.
+
+``o2o serve`` passes its options through the same variables, so every worker process
+(uvicorn starts them afresh) reads one configuration.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="O2O_", extra="ignore")
+
+    secret: SecretStr | None = None
+    """Token signing key (``O2O_SECRET``); required."""
+    store: str = "memory"
+    """``memory`` (one process) or a ``redis://`` URL (several workers, durable)."""
+    redis_prefix: str = "o2o"
+    dispatch: bool = True
+    """Run the dispatcher in this service (one worker leads at a time)."""
+    max_body_bytes: int = Field(1_000_000, gt=0)
+    max_batch: int = Field(1000, gt=0)
+    position_interval_s: float = Field(1.0, ge=0)
+    heartbeat_s: float = Field(15.0, gt=0)
+    send_timeout_s: float = Field(10.0, gt=0)
+    ws_queue: int = Field(1000, gt=0)
+    share_ttl_s: float = Field(6 * 3600.0, gt=0)
+    public_url: str = ""
+    """Base URL for share links (empty: links are relative paths)."""
+    replan_every_s: float = Field(30.0, gt=0)
+    solve_time_limit_s: float = Field(1.0, gt=0)

@@ -1,0 +1,368 @@
+"""The dispatcher inside the live service, driven by the event log.
+
+Exactly one process leads (:class:`Leadership`: always this one for the memory store, a
+Redis lease for several workers). The leader rebuilds a :class:`dispatch.Dispatcher` from
+the store (on-shift couriers, open orders), then follows the log from the id it read
+*before* the snapshot, so nothing that happened meanwhile is missed. The events users
+cause (order placed, cancelled, picked up, delivered; shift changes; positions) go in;
+what the dispatcher decides (assignments, routes, ETAs, delays) goes out as store writes
+with their events, which the hub pushes to couriers, customers and ops. The leader skips
+the events it wrote itself.
+
+The dispatcher is synchronous and a re-plan takes up to its solve limit, so every call
+runs on one dedicated thread: the event loop keeps serving requests meanwhile, and the
+dispatcher never sees two calls at once. Positions arrive at phone rate; only each
+courier's latest is applied, once per tick.
+
+Any failure of the store (Redis gone) ends the lead; the loop then waits for the store,
+takes the lease again and rebuilds from the store, which is the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from functools import partial
+from typing import Any, Protocol, TypeVar
+
+from dispatch.dispatcher import (
+    DelayPredicted,
+    Dispatcher,
+    DispatchSettings,
+    EtaChanged,
+    OrderAssigned,
+    OrderUnassigned,
+    RouteChanged,
+)
+from dispatch.dispatcher import Event as DispatchEvent
+from dispatch.model import DispatchError, Order, Place, Route
+from geo.travel import GreatCircleModel, TravelTimeModel
+from tracking.codec import courier_from_dict, estimate_from_dict, order_from_dict, route_to_dict
+from tracking.errors import Conflict, NotFound, TrackingError
+from tracking.events import OPS_TOPIC, Event, courier_topic, order_topic
+from tracking.live import SETTINGS_DOC, order_event, settings_from_doc
+from tracking.store import StateStore
+
+log = logging.getLogger("o2o.dispatch")
+T = TypeVar("T")
+
+SKIPPED = frozenset(
+    {
+        "order_assigned",
+        "order_unassigned",
+        "route_updated",
+        "plan_updated",
+        "eta_updated",
+        "delay",
+        "route_acknowledged",
+        "zones_updated",
+    }
+)
+"""Event types the leader writes itself or has no use for."""
+
+
+class Leadership(Protocol):
+    """Who runs the dispatcher: at most one process at a time."""
+
+    async def acquire(self) -> None:
+        """Wait until this process leads."""
+        ...
+
+    async def renew(self) -> bool:
+        """Extend the lead; False when it was lost (another process took over)."""
+        ...
+
+    async def release(self) -> None: ...
+
+
+class SoleLeader:
+    """One process, one dispatcher (the memory store)."""
+
+    async def acquire(self) -> None:
+        return None
+
+    async def renew(self) -> bool:
+        return True
+
+    async def release(self) -> None:
+        return None
+
+
+class LostLead(Exception):
+    pass
+
+
+class DispatchLoop:
+    """Runs the dispatcher while this process leads (see module docstring)."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        travel: TravelTimeModel | None = None,
+        settings: DispatchSettings | None = None,
+        leadership: Leadership | None = None,
+        clock: Callable[[], float] = time.time,
+        tick_s: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.travel = travel or GreatCircleModel.constant_speed(6.0)
+        self.base_settings = settings or DispatchSettings()
+        self.leadership = leadership or SoleLeader()
+        self.clock = clock
+        self.tick_s = tick_s
+        self.dispatcher: Dispatcher | None = None
+        self.leading = False
+        self.errors = 0
+        self.applied = 0
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="dispatcher")
+        self._positions: dict[str, tuple[Place, float, float]] = {}
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
+
+    async def run(self) -> None:
+        """Lead whenever possible, forever (cancel to stop)."""
+        try:
+            while True:
+                await self.leadership.acquire()
+                try:
+                    await self._lead()
+                except LostLead:
+                    log.warning("dispatch lead lost; waiting to lead again")
+                except TrackingError as e:
+                    self.errors += 1
+                    log.warning("dispatch loop stopped (%s); rebuilding from the store", e)
+                    await asyncio.sleep(1.0)
+                finally:
+                    self.leading = False
+                    self.dispatcher = None
+        finally:
+            with contextlib.suppress(Exception):
+                await self.leadership.release()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _lead(self) -> None:
+        log_ = self.store.events
+        cursor = await log_.last_id()
+        settings = settings_from_doc(await self.store.get_doc(SETTINGS_DOC), self.base_settings)
+        d = Dispatcher(self.travel, settings, now=self.clock())
+        couriers = []
+        for c in await self.store.list_couriers():
+            if not c.on_shift:
+                continue
+            with contextlib.suppress(NotFound):
+                est = await self.store.get_position(c.id)
+                if est.t > c.position_t:
+                    c = replace(
+                        c,
+                        position=Place((est.lat, est.lon)),
+                        position_t=est.t,
+                        position_radius_m=est.radius68,
+                    )
+            couriers.append(c)
+        orders = await self.store.list_orders(open_only=True)
+        orders = [
+            o
+            if o.courier_id is None or any(c.id == o.courier_id for c in couriers)
+            else o.transition("placed", self.clock())
+            for o in orders
+            if not (o.status == "picked_up" and o.courier_id not in {c.id for c in couriers})
+        ]
+        self.dispatcher = d
+        self.leading = True
+        self._positions.clear()
+        await self._publish(await self._call(d.load_snapshot, couriers, orders))
+        log.info("leading dispatch: %d couriers, %d open orders", len(couriers), len(orders))
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        reader = asyncio.create_task(self._read(log_.subscribe(cursor), queue))
+        next_tick = time.monotonic()
+        try:
+            while True:
+                timeout = max(0.0, next_tick - time.monotonic())
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout)
+                except TimeoutError:
+                    event = None
+                if reader.done():
+                    reader.result()  # re-raises the reader's failure
+                if event is not None:
+                    await self._apply(d, event)
+                    continue
+                next_tick = time.monotonic() + self.tick_s
+                if not await self.leadership.renew():
+                    raise LostLead()
+                await self._flush_positions(d)
+                await self._publish(await self._call(d.tick, self.clock()))
+        finally:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+
+    @staticmethod
+    async def _read(events: AsyncIterator[Event], queue: asyncio.Queue[Event]) -> None:
+        async for e in events:
+            if e.type not in SKIPPED:
+                queue.put_nowait(e)
+
+    async def _apply(self, d: Dispatcher, e: Event) -> None:
+        """Feed one user event to the dispatcher; a refused one is logged, not fatal."""
+        p = e.payload
+        try:
+            if e.type == "courier_position":
+                est = estimate_from_dict(p["estimate"])
+                self._positions[str(p["courier_id"])] = (
+                    Place((est.lat, est.lon)),
+                    est.t,
+                    est.radius68,
+                )
+                return
+            if e.type == "settings_updated":
+                d.settings = settings_from_doc(p.get("settings"), self.base_settings)
+                return
+            out: Sequence[DispatchEvent]
+            if e.type == "courier_updated":
+                c = courier_from_dict(p["courier"])
+                if c.on_shift:
+                    out = await self._call(d.start_shift, c)
+                elif c.id in d.couriers:
+                    out = await self._call(d.end_shift, c.id, e.t)
+                else:
+                    return
+            else:
+                order = order_from_dict(p["order"])
+                out = await self._order_event(d, e, order)
+        except (DispatchError, TrackingError, KeyError, TypeError) as err:
+            self.errors += 1
+            log.warning("dispatcher refused %s %s: %s", e.type, e.id, err)
+            return
+        self.applied += 1
+        await self._publish(out)
+
+    async def _order_event(self, d: Dispatcher, e: Event, order: Order) -> Sequence[DispatchEvent]:
+        known = order.id in d.orders
+        if e.type == "order_placed":
+            return [] if known else await self._call(d.place_order, order)
+        if not known:
+            return []
+        if e.type == "order_cancelled":
+            return await self._call(d.cancel_order, order.id, e.t)
+        if e.type == "order_picked_up" and order.courier_id is not None:
+            if order.courier_id not in d.couriers:
+                return []
+            return await self._call(d.picked_up, order.id, order.courier_id, e.t)
+        if e.type == "order_delivered":
+            return await self._call(d.delivered, order.id, None, e.t)
+        return []
+
+    async def _flush_positions(self, d: Dispatcher) -> None:
+        moved, self._positions = self._positions, {}
+        out: list[DispatchEvent] = []
+        for cid, (place, t, radius) in moved.items():
+            c = d.couriers.get(cid)
+            if c is None or not c.on_shift:
+                continue
+            try:
+                out += await self._call(d.courier_moved, cid, place, t, radius)
+            except DispatchError as err:
+                log.warning("position of %s refused: %s", cid, err)
+        await self._publish(out)
+
+    async def _publish(self, events: Sequence[DispatchEvent]) -> None:
+        """Write what the dispatcher decided, with the events users will see."""
+        routes: dict[str, Route | None] = {}
+        notes: list[Event] = []
+        for ev in events:
+            if isinstance(ev, OrderAssigned):
+                await self._reassign(ev.order_id, ev.courier_id, ev.previous_courier_id, ev.t)
+            elif isinstance(ev, OrderUnassigned):
+                await self._unassign(ev.order_id, ev.reason, ev.t)
+            elif isinstance(ev, RouteChanged):
+                routes[ev.courier_id] = ev.route
+            elif isinstance(ev, EtaChanged):
+                notes.append(
+                    Event(
+                        "eta_updated",
+                        (order_topic(ev.order_id),),
+                        {
+                            "order_id": ev.order_id,
+                            "pickup_eta": ev.pickup_eta,
+                            "dropoff_eta": ev.dropoff_eta,
+                        },
+                        ev.t,
+                    )
+                )
+            elif isinstance(ev, DelayPredicted):
+                notes.append(
+                    Event(
+                        "delay",
+                        (order_topic(ev.order_id), OPS_TOPIC),
+                        {
+                            "order_id": ev.order_id,
+                            "dropoff_eta": ev.dropoff_eta,
+                            "promised_by": ev.promised_by,
+                            "delay_s": ev.delay_s,
+                        },
+                        ev.t,
+                    )
+                )
+        if routes:
+            now = self.clock()
+            route_events = [
+                Event(
+                    "route_updated",
+                    (courier_topic(cid), OPS_TOPIC, *(order_topic(o) for o in r.order_ids)),
+                    {"courier_id": cid, "route": route_to_dict(r)},
+                    now,
+                )
+                for cid, r in routes.items()
+                if r is not None
+            ]
+            await self.store.put_routes(routes, events=route_events)
+        if notes:
+            await self.store.events.append_many(notes)
+
+    async def _reassign(self, order_id: str, courier_id: str, prev: str | None, t: float) -> None:
+        def change(o: Order) -> Order:
+            if o.status not in ("placed", "assigned"):
+                raise Conflict("stale_assignment", f"order {o.id} is {o.status}")
+            return o.transition("assigned", t, courier_id)
+
+        try:
+            await self.store.update_order(
+                order_id,
+                change,
+                events=lambda old, new: [
+                    order_event("order_assigned", new, t, previous_courier_id=old.courier_id)
+                ],
+            )
+        except (Conflict, NotFound) as e:
+            log.info("assignment of %s skipped: %s", order_id, e)
+
+    async def _unassign(self, order_id: str, reason: str, t: float) -> None:
+        def change(o: Order) -> Order:
+            if o.status != "assigned":
+                raise Conflict("stale_unassignment", f"order {o.id} is {o.status}")
+            return o.transition("placed", t)
+
+        try:
+            await self.store.update_order(
+                order_id,
+                change,
+                events=lambda old, new: [
+                    order_event(
+                        "order_unassigned",
+                        new,
+                        t,
+                        reason=reason,
+                        previous_courier_id=old.courier_id,
+                    )
+                ],
+            )
+        except (Conflict, NotFound) as e:
+            log.info("unassignment of %s skipped: %s", order_id, e)

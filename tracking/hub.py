@@ -1,0 +1,296 @@
+"""The websocket hub: one log subscription per process, fanned out in memory.
+
+Every API worker runs one :class:`Hub`. It follows the global event stream (Redis
+Streams when several workers share Redis, so an event written by any worker reaches the
+websockets of every worker) and hands each event to the local :class:`Subscription` of
+every connection whose topics it names. Thousands of websockets therefore cost one
+Redis reader, not thousands.
+
+Slow consumers never slow anyone else: the hub only appends to a connection's bounded
+queue (it never awaits a socket). Position events are latest-wins per courier, so a
+slow map just skips stale fixes; everything else (status, ETA, route, delay) is queued,
+and a connection whose queue overflows, or whose socket accepts nothing for
+``send_timeout_s``, is closed with :data:`CLOSE_FELL_BEHIND`. The client reconnects
+with ``last_event_id`` and the log replays what it missed, so a status is delayed but
+never lost.
+
+:func:`serve_channel` is the per-connection loop, framework-free: the API passes a
+``send`` coroutine (a websocket's ``send_json``) and a :class:`Channel` that turns events
+into the frames of one kind of subscriber (customer, courier, ops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tracking.errors import BadEventId, EventsTrimmed, TrackingError, Unavailable
+from tracking.events import Event, EventId, EventLog, IdKey, parse_event_id
+
+log = logging.getLogger("o2o.hub")
+
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008
+"""Too many malformed frames from the client."""
+CLOSE_RESTART = 1012
+"""The server is shutting down: reconnect (to another worker) with last_event_id."""
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_FELL_BEHIND = 4408
+"""The client could not keep up: reconnect with last_event_id to get what it missed."""
+
+Frame = dict[str, Any]
+
+
+class ChannelClosed(Exception):
+    """End a connection with a websocket close ``code`` and ``reason``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Subscription:
+    """One connection's mailbox: a bounded queue plus latest-wins positions."""
+
+    def __init__(
+        self, topics: Iterable[str], *, max_queue: int = 1000, all_positions: bool = False
+    ) -> None:
+        self.topics: frozenset[str] = frozenset(topics)
+        self.all_positions = all_positions
+        self.max_queue = max_queue
+        self.queue: deque[Event] = deque()
+        self.positions: dict[str, Event] = {}
+        self.overflowed: str | None = None
+        self.wake = asyncio.Event()
+
+    def offer(self, e: Event) -> None:
+        if e.type == "courier_position":
+            self.positions[str(e.payload.get("courier_id"))] = e
+        elif len(self.queue) >= self.max_queue:
+            self.overflowed = self.overflowed or "queue_full"
+        else:
+            self.queue.append(e)
+        self.wake.set()
+
+    def fail(self, reason: str) -> None:
+        self.overflowed = self.overflowed or reason
+        self.wake.set()
+
+
+class Hub:
+    """Fan-out of one process's event log subscription (see module docstring)."""
+
+    def __init__(self, events: EventLog, *, retry_s: float = 0.5) -> None:
+        self.events = events
+        self.retry_s = retry_s
+        self._by_topic: dict[str, set[Subscription]] = {}
+        self._position_watchers: set[Subscription] = set()
+        self._subs: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.started = asyncio.Event()
+        self.dispatched = 0
+        self.outages = 0
+        self.connected = True
+
+    # -- life cycle -------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        cursor: EventId | None = None
+        while True:
+            try:
+                if cursor is None:
+                    cursor = await self.events.last_id()
+                    self.started.set()
+                self.connected = True
+                async for e in self.events.subscribe(cursor):
+                    cursor = e.id or cursor
+                    self._dispatch(e)
+            except Unavailable as err:
+                if self.connected:
+                    self.outages += 1
+                    log.warning("event log unavailable (%s); retrying", err)
+                self.connected = False
+                await asyncio.sleep(self.retry_s)
+            except EventsTrimmed:
+                log.warning("hub fell behind retention; every connection must resync")
+                for s in list(self._subs):
+                    s.fail("resync")
+                cursor = None
+            except TrackingError as err:  # corrupt entry etc.: visible, never fatal
+                log.error("hub read failed: %s", err)
+                await asyncio.sleep(self.retry_s)
+
+    def _dispatch(self, e: Event) -> None:
+        self.dispatched += 1
+        targets: set[Subscription] = set()
+        for t in e.topics:
+            subs = self._by_topic.get(t)
+            if subs:
+                targets |= subs
+        if e.type == "courier_position" and self._position_watchers:
+            targets |= self._position_watchers
+        for s in targets:
+            s.offer(e)
+
+    # -- subscriptions ----------------------------------------------------------------
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    def attach(self, sub: Subscription) -> None:
+        self._subs.add(sub)
+        for t in sub.topics:
+            self._by_topic.setdefault(t, set()).add(sub)
+        if sub.all_positions:
+            self._position_watchers.add(sub)
+
+    def detach(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+        self._position_watchers.discard(sub)
+        for t in sub.topics:
+            subs = self._by_topic.get(t)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_topic[t]
+
+    def retopic(self, sub: Subscription, topics: Iterable[str]) -> None:
+        new = frozenset(topics)
+        if new == sub.topics:
+            return
+        self.detach(sub)
+        sub.topics = new
+        self.attach(sub)
+
+    def close_all(self, reason: str) -> None:
+        for s in list(self._subs):
+            s.fail(reason)
+
+
+class Channel(Protocol):
+    """What one kind of subscriber sees (customer, courier, ops)."""
+
+    topics: frozenset[str]
+    all_positions: bool
+
+    async def opening(self, last_event_id: EventId | None) -> tuple[list[Frame], EventId]:
+        """Frames to send first (a snapshot, or what was missed since ``last_event_id``)
+        and the id they bring the client up to."""
+        ...
+
+    def frame(self, e: Event) -> Frame | None:
+        """The frame for a live event, or None if this subscriber does not see it."""
+        ...
+
+    async def receive(self, message: Any) -> Frame | None:
+        """Handle a frame from the client; the reply to send, if any."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelLimits:
+    position_interval_s: float = 1.0
+    """Positions are coalesced to at most one frame per this interval."""
+    heartbeat_s: float = 15.0
+    send_timeout_s: float = 10.0
+    max_queue: int = 1000
+
+
+async def serve_channel(
+    hub: Hub,
+    channel: Channel,
+    send: Callable[[Frame], Awaitable[None]],
+    *,
+    last_event_id: EventId | None = None,
+    limits: ChannelLimits | None = None,
+) -> None:
+    """Push one channel's frames until the client goes or falls behind.
+
+    Raises :class:`ChannelClosed` with the close code to use.
+    """
+    lim = limits or ChannelLimits()
+    if last_event_id is not None:
+        try:
+            parse_event_id(last_event_id)
+        except BadEventId as bad:
+            raise ChannelClosed(CLOSE_BAD_REQUEST, str(bad)) from None
+    await hub.started.wait()
+    sub = Subscription(channel.topics, max_queue=lim.max_queue, all_positions=channel.all_positions)
+    hub.attach(sub)  # before the snapshot: nothing can fall between the two
+
+    async def push(frame: Frame) -> None:
+        try:
+            await asyncio.wait_for(send(frame), lim.send_timeout_s)
+        except TimeoutError:
+            raise ChannelClosed(CLOSE_FELL_BEHIND, "client not reading") from None
+
+    try:
+        frames, cursor = await channel.opening(last_event_id)
+        hub.retopic(sub, channel.topics)  # the opening may have found a courier to follow
+        for opening in frames:
+            await push(opening)
+        sent: IdKey = parse_event_id(cursor)
+        last_position = -math.inf
+        last_frame = time.monotonic()
+        while True:
+            if sub.overflowed == "restart":
+                raise ChannelClosed(CLOSE_RESTART, "server restarting; reconnect")
+            if sub.overflowed:
+                raise ChannelClosed(CLOSE_FELL_BEHIND, sub.overflowed)
+            while sub.queue:
+                e: Event = sub.queue.popleft()
+                key = parse_event_id(e.id or "0-0")
+                if key <= sent:
+                    continue  # already in the opening frames
+                sent = key
+                f: Frame | None = channel.frame(e)
+                if channel.topics != sub.topics:
+                    hub.retopic(sub, channel.topics)
+                if f is not None:
+                    await push(f)
+                    last_frame = time.monotonic()
+            now = time.monotonic()
+            if sub.positions and now - last_position >= lim.position_interval_s:
+                batch = sorted(sub.positions.values(), key=lambda e: parse_event_id(e.id or "0-0"))
+                sub.positions.clear()
+                last_position = now
+                for pe in batch:
+                    f = channel.frame(pe)
+                    if f is not None:
+                        await push(f)
+                        last_frame = time.monotonic()
+                continue
+            if now - last_frame >= lim.heartbeat_s:
+                await push({"type": "heartbeat", "t": time.time()})
+                last_frame = time.monotonic()
+            wait = lim.heartbeat_s - (now - last_frame)
+            if sub.positions:
+                wait = min(wait, lim.position_interval_s - (now - last_position))
+            sub.wake.clear()
+            if sub.queue or sub.overflowed:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sub.wake.wait(), max(0.01, wait))
+    finally:
+        hub.detach(sub)
