@@ -342,6 +342,12 @@ def create_app(
     from api.ws import register as register_websockets
 
     register_websockets(app)
+    from api.whatif import register as register_whatif
+
+    register_whatif(app)
+    from api.web import register as register_web
+
+    register_web(app)  # last: its catch-all static routes must not shadow the API
     return app
 
 
