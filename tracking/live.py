@@ -30,7 +30,7 @@ from dispatch.model import Courier, DeliveryMode, DispatchError, Order, Place
 from geo.coords import haversine_m
 from geo.errors import GeoError, InvalidObservation
 from geo.estimate import Estimate
-from geo.fusion import FusionEngine, Rejected
+from geo.fusion import FusionEngine
 from geo.observations import Observation, observation_from_dict
 from geo.registry import Registry
 from geo.zones import Geofence, ZoneError, ZoneIndex, inside_probability
@@ -340,6 +340,7 @@ class Live:
         now = self.clock()
         rejected: list[dict[str, Any]] = []
         good: list[Observation] = []
+        where: dict[tuple[float, str], int] = {}
         for i, rec in enumerate(records):
             if isinstance(rec, Mapping) and "device" not in rec:
                 rec = {**rec, "device": courier_id}
@@ -360,12 +361,20 @@ class Live:
                 rejected.append({"index": i, "reason": "too_old", "detail": "t is over a day old"})
             else:
                 good.append(obs)
+                where.setdefault((obs.t, obs.kind), i)
         good.sort(key=lambda o: o.t)
         if good:
             await self._reseed(courier_id, good[0].t)
         result = self.fusion.process_batch(good)
         for r in result.rejected:
-            rejected.append(_rejection(r))
+            rejected.append(
+                {
+                    "index": where.get((r.t, r.kind)),
+                    "t": r.t,
+                    "reason": r.reason,
+                    "detail": r.message or r.reason,
+                }
+            )
         est = result.estimates.get(courier_id)
         if est is not None:
             await self.store.put_position(courier_id, est, events=[position_event(courier_id, est)])
@@ -568,10 +577,6 @@ def _transition(o: Order, status: Any, at: float, courier_id: str | None = None)
         return o.transition(status, at, courier_id)
     except DispatchError as e:
         raise Conflict(e.reason, str(e)) from e
-
-
-def _rejection(r: Rejected) -> dict[str, Any]:
-    return {"index": None, "t": r.t, "reason": r.reason, "detail": r.message}
 
 
 def _summary(rejected: list[dict[str, Any]]) -> str:
