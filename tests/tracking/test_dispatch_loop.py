@@ -1,0 +1,109 @@
+"""The dispatcher inside the service: driven by the log, one leader among workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+from dispatch.dispatcher import DispatchSettings
+from tests.conftest import RedisServer
+from tests.tracking.conftest import run
+from tracking.dispatch_loop import DispatchLoop
+from tracking.live import Live, OrderRequest
+from tracking.redis_leader import RedisLeadership
+from tracking.redis_store import RedisStore
+from tracking.store import MemoryStore, StateStore
+
+FAST = DispatchSettings(solve_time_limit_s=0.2, replan_every_s=5.0)
+STORE = (52.52, 13.405)
+HOME = (52.53, 13.42)
+
+
+async def _until(pred: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.05)
+
+
+async def _assigned(store: StateStore, oid: str) -> bool:
+    return (await store.get_order(oid)).status == "assigned"
+
+
+def test_orders_get_assigned_routed_and_cancelled_through_the_log() -> None:
+    async def go() -> None:
+        store = MemoryStore()
+        live = Live(store)
+        loop = DispatchLoop(store, settings=FAST, tick_s=0.1)
+        task = asyncio.create_task(loop.run())
+        await live.start_shift("c1", lat=STORE[0] - 0.01, lon=STORE[1])
+        order, _ = await live.place_order(
+            OrderRequest(STORE, HOME), customer_id="u1", idempotency_key=None
+        )
+        await _until(lambda: _assigned(store, order.id))
+        route = await store.get_route("c1")
+        assert route is not None and [s.kind for s in route.stops] == ["pickup", "dropoff"]
+        types = [e.type for e in await store.events.read_after(None)]
+        assert {"order_assigned", "route_updated", "eta_updated"} <= set(types)
+        await live.cancel_order(order.id)
+
+        async def emptied() -> bool:
+            r = await store.get_route("c1")
+            return r is not None and not r.stops
+
+        await _until(emptied)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    run(go())
+
+
+def test_one_leader_among_workers_and_takeover_after_it_dies(redis_server: RedisServer) -> None:
+    async def go() -> None:
+        stores = [RedisStore.from_url(redis_server.url) for _ in range(2)]
+        loops = [
+            DispatchLoop(
+                s,
+                settings=FAST,
+                tick_s=0.1,
+                leadership=RedisLeadership(s.client, ttl_s=1.0),
+            )
+            for s in stores
+        ]
+        tasks = [asyncio.create_task(lp.run()) for lp in loops]
+
+        async def one_leads() -> bool:
+            return sum(lp.leading for lp in loops) == 1
+
+        await _until(one_leads)
+        await asyncio.sleep(1.5)  # the lease is renewed, so nobody else takes over
+        assert sum(lp.leading for lp in loops) == 1
+        leader = next(i for i, lp in enumerate(loops) if lp.leading)
+        other = 1 - leader
+        # the leader's process dies without releasing the lease
+        tasks[leader].cancel()
+        with contextlib.suppress(BaseException):
+            await tasks[leader]
+        await stores[leader].client.set("o2o:dispatch:leader", "dead-worker", xx=True, px=1000)
+
+        async def took_over() -> bool:
+            return loops[other].leading
+
+        await _until(took_over, timeout=5)
+        live = Live(stores[other])
+        await live.start_shift("c1", lat=STORE[0], lon=STORE[1])
+        order, _ = await live.place_order(
+            OrderRequest(STORE, HOME), customer_id="u1", idempotency_key="k"
+        )
+        await _until(lambda: _assigned(stores[other], order.id))
+        tasks[other].cancel()
+        with contextlib.suppress(BaseException):
+            await tasks[other]
+        for s in stores:
+            await s.aclose()
+
+    run(go())

@@ -1,0 +1,192 @@
+"""The websocket hub without a network: fan-out, backpressure, coalescing, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from dispatch.model import Order, Place
+from tracking.channels import OrderChannel
+from tracking.events import Event, courier_topic, event_id_key, order_topic
+from tracking.hub import (
+    CLOSE_FELL_BEHIND,
+    ChannelClosed,
+    ChannelLimits,
+    Frame,
+    Hub,
+    Subscription,
+    serve_channel,
+)
+from tracking.live import order_event
+from tracking.store import MemoryStore
+
+
+def _order(oid: str = "o1", courier: str | None = "c1") -> Order:
+    o = Order(oid, Place((52.52, 13.40)), Place((52.53, 13.42)), 0.0, 0.0, 3600.0)
+    return o.transition("assigned", 1.0, courier) if courier else o
+
+
+def _position(cid: str, t: float) -> Event:
+    est = {
+        "device": cid,
+        "t": t,
+        "lat": 52.52,
+        "lon": 13.40,
+        "radius68": 5.0,
+        "radius95": 8.0,
+        "velocity": [0.0, 0.0],
+        "sources": ["gps"],
+        "indoor": None,
+        "h3": "8a1f1d48942ffff",
+        "near": None,
+        "extra": {},
+    }
+    return Event("courier_position", (courier_topic(cid),), {"courier_id": cid, "estimate": est}, t)
+
+
+class Collector:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.frames: list[Frame] = []
+        self.delay = delay
+
+    async def send(self, frame: Frame) -> None:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        self.frames.append(frame)
+
+
+async def _until(pred: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.01)
+
+
+def test_statuses_all_arrive_in_order_and_positions_are_coalesced() -> None:
+    async def run() -> None:
+        store = MemoryStore()
+        order = _order()
+        await store.put_order(order)
+        hub = Hub(store.events)
+        hub.start()
+        out = Collector()
+        limits = ChannelLimits(position_interval_s=0.3, heartbeat_s=60)
+        task = asyncio.create_task(
+            serve_channel(hub, OrderChannel(store, "o1"), out.send, limits=limits)
+        )
+        await _until(lambda: out.frames)
+        assert out.frames[0]["type"] == "snapshot"
+        # 50 positions in a burst: latest wins, so far fewer frames than fixes
+        for i in range(50):
+            await store.events.append(_position("c1", 10.0 + i))
+        picked = order.transition("picked_up", 20.0, "c1")
+        await store.put_order(picked, events=[order_event("order_picked_up", picked, 20.0)])
+        await _until(lambda: any(f.get("status") == "picked_up" for f in out.frames))
+        await asyncio.sleep(0.5)
+        positions = [f for f in out.frames if f["type"] == "position"]
+        assert 1 <= len(positions) <= 3
+        assert positions[-1]["t"] == 59.0  # the newest fix is never lost
+        # another courier's positions never reach this customer
+        await store.events.append(_position("c2", 70.0))
+        await asyncio.sleep(0.4)
+        assert all(f.get("courier_id") != "c2" for f in out.frames)
+        task.cancel()
+        await hub.stop()
+
+    asyncio.run(run())
+
+
+def test_slow_consumer_is_closed_without_slowing_others() -> None:
+    async def run() -> None:
+        store = MemoryStore()
+        await store.put_order(_order())
+        hub = Hub(store.events)
+        hub.start()
+        limits = ChannelLimits(
+            position_interval_s=0.0, heartbeat_s=60, send_timeout_s=0.3, max_queue=200
+        )
+        slow, fast = Collector(delay=10.0), Collector()
+        slow_task = asyncio.create_task(
+            serve_channel(hub, OrderChannel(store, "o1"), slow.send, limits=limits)
+        )
+        fast_task = asyncio.create_task(
+            serve_channel(hub, OrderChannel(store, "o1"), fast.send, limits=limits)
+        )
+        await _until(lambda: fast.frames)
+        start = time.monotonic()
+        for i in range(100):
+            await store.events.append(
+                Event(
+                    "eta_updated",
+                    (order_topic("o1"),),
+                    {"order_id": "o1", "pickup_eta": None, "dropoff_eta": 100.0 + i},
+                    1.0,
+                )
+            )
+        await _until(lambda: len([f for f in fast.frames if f["type"] == "eta"]) == 100)
+        assert time.monotonic() - start < 2.0  # the fast client was never held up
+        with pytest.raises(ChannelClosed) as closed:
+            await asyncio.wait_for(slow_task, 5)
+        assert closed.value.code == CLOSE_FELL_BEHIND
+        assert hub.subscribers == 1  # the slow one is gone, the fast one stays
+        fast_task.cancel()
+        await hub.stop()
+
+    asyncio.run(run())
+
+
+def test_resume_from_last_event_id_replays_exactly_what_was_missed() -> None:
+    async def run() -> None:
+        store = MemoryStore()
+        order = _order()
+        await store.put_order(order)
+        hub = Hub(store.events)
+        hub.start()
+        limits = ChannelLimits(position_interval_s=0.0, heartbeat_s=60)
+        first = Collector()
+        task = asyncio.create_task(
+            serve_channel(hub, OrderChannel(store, "o1"), first.send, limits=limits)
+        )
+        await _until(lambda: first.frames)
+        eta = Event(
+            "eta_updated",
+            (order_topic("o1"),),
+            {"order_id": "o1", "pickup_eta": None, "dropoff_eta": 500.0},
+            2.0,
+        )
+        await store.events.append(eta)
+        await _until(lambda: any(f["type"] == "eta" for f in first.frames))
+        task.cancel()  # the client drops
+        last = max((f["id"] for f in first.frames), key=event_id_key)
+        picked = order.transition("picked_up", 3.0, "c1")
+        await store.put_order(picked, events=[order_event("order_picked_up", picked, 3.0)])
+        done = picked.transition("delivered", 4.0)
+        await store.put_order(done, events=[order_event("order_delivered", done, 4.0)])
+        again = Collector()
+        task = asyncio.create_task(
+            serve_channel(
+                hub, OrderChannel(store, "o1"), again.send, last_event_id=last, limits=limits
+            )
+        )
+        await _until(lambda: any(f.get("status") == "delivered" for f in again.frames))
+        statuses = [f["status"] for f in again.frames if f["type"] == "status"]
+        assert statuses == ["picked_up", "delivered"]
+        assert not any(f["type"] == "eta" for f in again.frames)  # nothing replayed twice
+        task.cancel()
+        await hub.stop()
+
+    asyncio.run(run())
+
+
+def test_subscription_queue_bound_and_latest_wins() -> None:
+    sub = Subscription(["t"], max_queue=2)
+    for i in range(3):
+        sub.offer(Event("eta_updated", ("t",), {"order_id": "o"}, float(i), id=f"{i}-0"))
+    assert sub.overflowed == "queue_full" and len(sub.queue) == 2
+    for t in (1.0, 2.0, 3.0):
+        sub.offer(_position("c1", t).with_id(f"{int(t)}-1"))
+    assert list(sub.positions) == ["c1"] and sub.positions["c1"].t == 3.0
