@@ -28,6 +28,7 @@ from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -47,6 +48,7 @@ from api.schemas import (
     OrderIn,
     OrderList,
     OrderOut,
+    ProblemOut,
     RouteOut,
     ShareIn,
     ShareOut,
@@ -60,7 +62,12 @@ from tracking.channels import order_json, route_json
 from tracking.dispatch_loop import DispatchLoop, Leadership
 from tracking.errors import NotFound, TrackingError
 from tracking.hub import ChannelLimits, Hub
-from tracking.live import Forbidden, Live, LiveConfig, OrderRequest
+from tracking.live import (
+    Forbidden,
+    Live,
+    LiveConfig,
+    OrderRequest,
+)
 from tracking.store import MemoryStore, StateStore
 
 log = logging.getLogger("o2o.api")
@@ -110,6 +117,28 @@ def principal(
 
 
 Caller = Annotated[Principal, Depends(principal)]
+
+
+def json_body(request: Request, p: Caller) -> None:
+    """A request body must be declared JSON (``application/json`` or ``+json``); any
+    other Content-Type, or none, is a 415 rather than a confusing 422. Checked after the
+    token, so an unauthenticated caller learns nothing; empty bodies (the optional ones of
+    cancel, share and the confirmations) may come without."""
+    length = request.headers.get("content-length")
+    if length in ("0", None) and "transfer-encoding" not in request.headers:
+        return
+    ctype = request.headers.get("content-type")
+    media = (ctype or "").partition(";")[0].strip().lower()
+    kind, _, subtype = media.partition("/")
+    if kind == "application" and (subtype == "json" or subtype.endswith("+json")):
+        return
+    sent = f"not {media!r}" if media else "the request has none"
+    raise Problem(
+        415, "unsupported_media_type", f"send JSON (Content-Type: application/json); {sent}"
+    )
+
+
+JSON_BODY = [Depends(json_body)]
 
 
 def require(p: Principal, *roles: Role) -> None:
@@ -170,8 +199,14 @@ def estimate_out(est: Estimate) -> dict[str, Any]:
 
 
 class BodyLimit:
-    """Refuse bodies over ``limit`` bytes with 413 before they are read into memory
-    (by Content-Length, and by counting when the client streams without one)."""
+    """Refuse bodies over ``limit`` bytes with 413 before the app sees them.
+
+    A body with a Content-Length is judged by it without being read. A streamed body
+    (chunked, no length) is read here up to the limit: over it, the 413 goes out at once;
+    within it, the app gets the buffered body. The refusal therefore never has to travel
+    through the app (or its middleware) as an exception, which would turn it into a 500
+    or a dropped connection.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -191,29 +226,36 @@ class BodyLimit:
             if too_big:
                 await self._refuse(scope, send)
                 return
+            await self.app(scope, receive, send)
+            return
+        if b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body at all
+            return
+        chunks: list[bytes] = []
         seen = 0
-        started = False
-
-        async def counted() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooBig()
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counted, tracking_send)
-        except _TooBig:
-            if not started:
+            if message["type"] != "http.request":
+                return  # the client went away mid-body
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
                 await self._refuse(scope, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         body = json.dumps(
@@ -235,10 +277,6 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooBig(Exception):
-    pass
 
 
 def _build_store(settings: Settings) -> tuple[StateStore, Leadership | None, str]:
@@ -270,16 +308,16 @@ def create_app(
         store, leadership, kind = _build_store(settings)
     metrics = Metrics()
     cfg = live_config or LiveConfig(max_batch=settings.max_batch)
-    live = Live(store, cfg, clock)
+    base = dispatch_settings or DispatchSettings(
+        replan_every_s=settings.replan_every_s,
+        solve_time_limit_s=settings.solve_time_limit_s,
+    )
+    live = Live(store, cfg, clock, base_settings=base)
     hub = Hub(store.events)
     loop = (
         DispatchLoop(
             store,
-            settings=dispatch_settings
-            or DispatchSettings(
-                replan_every_s=settings.replan_every_s,
-                solve_time_limit_s=settings.solve_time_limit_s,
-            ),
+            settings=base,
             leadership=leadership,
             clock=clock,
         )
@@ -348,7 +386,70 @@ def create_app(
     from api.web import register as register_web
 
     register_web(app)  # last: its catch-all static routes must not shadow the API
+    _document_problems(app)
     return app
+
+
+PROBLEM_RESPONSES: dict[str, str] = {
+    "400": "Malformed JSON",
+    "401": "Missing, malformed or expired token",
+    "403": "Not allowed for this caller (role, or not theirs)",
+    "404": "Unknown id",
+    "413": "Body or batch too large",
+    "415": "The body is not JSON",
+    "422": "Invalid request (one entry per bad field in errors)",
+}
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Complete the OpenAPI document: every /v1 operation lists the errors it can
+    answer (401, 403 and 422 everywhere, 404 with a path id, 400 and 413 with a body, 415
+    where the body must be JSON), and every error is an ``application/problem+json``
+    Problem."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        json_only = {
+            (method.lower(), route.path)
+            for route in app.routes
+            if isinstance(route, APIRoute)
+            and any(d.call is json_body for d in route.dependant.dependencies)
+            for method in route.methods or ()
+        }
+        doc = build()
+        ref = {"$ref": "#/components/schemas/Problem"}
+        for path, item in doc.get("paths", {}).items():
+            for method, op in item.items():
+                responses: dict[str, Any] = op.setdefault("responses", {})
+                if path.startswith("/v1/"):
+                    codes = ["401", "403", "422"]
+                    if "{" in path:
+                        codes.append("404")
+                    if "requestBody" in op:
+                        codes += ["400", "413"]
+                    if (method, path) in json_only:
+                        codes.append("415")
+                    for code in codes:
+                        responses.setdefault(code, {"description": PROBLEM_RESPONSES[code]})
+                for code, resp in responses.items():
+                    if code[:1] in ("4", "5"):
+                        resp["content"] = {"application/problem+json": {"schema": ref}}
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        for name, model in (("Problem", ProblemOut), ("ObservationDoc", ObservationDoc)):
+            # Models no route declares (problems come from handlers, observations are
+            # read raw): their schemas and those they use go to the components.
+            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for sub, sub_schema in model_schema.pop("$defs", {}).items():
+                schemas.setdefault(sub, sub_schema)
+            schemas[name] = model_schema
+        for unused in ("HTTPValidationError", "ValidationError"):  # replaced by Problem
+            if f'"#/components/schemas/{unused}"' not in json.dumps(doc):
+                schemas.pop(unused, None)
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_env() -> FastAPI:
@@ -371,6 +472,7 @@ def _routes(app: FastAPI) -> None:
         status_code=201,
         response_model=OrderOut,
         tags=["customers"],
+        dependencies=JSON_BODY,
         responses={
             200: {"model": OrderOut, "description": "Replayed (same Idempotency-Key)"},
             409: {"description": "Idempotency-Key reused for another order"},
@@ -442,6 +544,7 @@ def _routes(app: FastAPI) -> None:
         "/v1/orders/{order_id}/cancel",
         response_model=OrderOut,
         tags=["customers"],
+        dependencies=JSON_BODY,
         responses={**ORDER_RESPONSES, 409: {"description": "Cannot cancel now"}},
     )
     async def cancel_order(
@@ -456,6 +559,7 @@ def _routes(app: FastAPI) -> None:
         "/v1/orders/{order_id}/share",
         response_model=ShareOut,
         tags=["customers"],
+        dependencies=JSON_BODY,
         responses=ORDER_RESPONSES,
     )
     async def share_order(
@@ -470,7 +574,7 @@ def _routes(app: FastAPI) -> None:
         return {
             "token": token,
             "url": f"{base}/track/{order_id}?token={token}",
-            "expires_at": time.time() + ttl,
+            "expires_at": verify_token(svc.secret, token).expires_at,  # exactly the token's
         }
 
     for kind in ("pickup", "dropoff"):
@@ -481,6 +585,7 @@ def _routes(app: FastAPI) -> None:
         "/v1/couriers/{courier_id}/shift",
         response_model=CourierOut,
         tags=["couriers"],
+        dependencies=JSON_BODY,
         responses={
             403: {"description": "Not you"},
             404: {"description": "Unknown courier"},
@@ -521,6 +626,7 @@ def _routes(app: FastAPI) -> None:
         "/v1/couriers/{courier_id}/observations",
         response_model=IngestOut,
         tags=["couriers"],
+        dependencies=JSON_BODY,
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -529,9 +635,7 @@ def _routes(app: FastAPI) -> None:
                         "schema": {
                             "type": "array",
                             "maxItems": 1000,
-                            "items": ObservationDoc.model_json_schema(
-                                ref_template="#/components/schemas/{model}"
-                            ),
+                            "items": {"$ref": "#/components/schemas/ObservationDoc"},
                         }
                     }
                 },
@@ -554,20 +658,27 @@ def _routes(app: FastAPI) -> None:
         raw = await request.body()
         try:
             records = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
             raise Problem(400, "malformed_json", f"the request body is not valid JSON: {e}") from e
         if not isinstance(records, list):
             raise Problem(422, "not_a_list", "send a JSON list of observations")
+        if len(records) > svc.live.config.max_batch:
+            raise Problem(
+                413,
+                "batch_too_large",
+                f"at most {svc.live.config.max_batch} observations per request",
+            )
         try:
             result = await svc.live.post_observations(courier_id, records)
         except TrackingError:
             svc.metrics.observations.labels("rejected").inc(len(records))
             raise
+        rejected = sorted(result.rejected, key=lambda r: (r["index"] is None, r["index"] or 0))
         svc.metrics.observations.labels("accepted").inc(result.accepted)
-        svc.metrics.observations.labels("rejected").inc(len(result.rejected))
+        svc.metrics.observations.labels("rejected").inc(len(rejected))
         return {
             "accepted": result.accepted,
-            "rejected": result.rejected,
+            "rejected": rejected,
             "position": None if result.position is None else estimate_out(result.position),
         }
 
@@ -587,10 +698,11 @@ def _routes(app: FastAPI) -> None:
     @app.get("/v1/zones", tags=["ops"])
     async def get_zones(svc: Svc, p: Caller) -> dict[str, Any]:
         """Service zones as a GeoJSON FeatureCollection (empty: no area limit)."""
+        require(p, "ops")
         zones = await svc.live.zones(max_age_s=0)
         return zones.to_geojson() if zones else {"type": "FeatureCollection", "features": []}
 
-    @app.put("/v1/zones", tags=["ops"])
+    @app.put("/v1/zones", tags=["ops"], dependencies=JSON_BODY)
     async def put_zones(
         svc: Svc, p: Caller, geojson: Annotated[dict[str, Any], Body()]
     ) -> dict[str, Any]:
@@ -603,7 +715,7 @@ def _routes(app: FastAPI) -> None:
         require(p, "ops")
         return _settings_json(await svc.live.settings())
 
-    @app.put("/v1/dispatch/settings", tags=["ops"])
+    @app.put("/v1/dispatch/settings", tags=["ops"], dependencies=JSON_BODY)
     async def put_settings(
         svc: Svc,
         p: Caller,
@@ -678,6 +790,7 @@ def _confirm_route(app: FastAPI, kind: str) -> None:
         f"/v1/orders/{{order_id}}/{kind}",
         response_model=ConfirmOut,
         tags=["couriers"],
+        dependencies=JSON_BODY,
         summary=f"Confirm the {kind} (checked against the geofence)",
         responses={
             **ORDER_RESPONSES,

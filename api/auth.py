@@ -9,6 +9,7 @@ JWT tool can read them and nothing but the secret's holder can mint them. Claims
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -69,8 +70,11 @@ def create_token(
         raise AuthError("bad_ttl", f"ttl must be in (0, {MAX_TTL_S}] seconds")
     if (role == "viewer") != (order_id is not None):
         raise AuthError("bad_scope", "viewer tokens, and only they, name one order")
-    iat = int(time.time() if now is None else now)
-    claims: dict[str, object] = {"sub": subject, "role": role, "iat": iat, "exp": iat + int(ttl_s)}
+    t = time.time() if now is None else now
+    # exp rounds up: a token is never valid for less than ``ttl_s`` (a sub-second share
+    # link truncated to ``iat + 0`` would be born expired).
+    iat, exp = int(t), math.ceil(t + ttl_s)
+    claims: dict[str, object] = {"sub": subject, "role": role, "iat": iat, "exp": exp}
     if order_id is not None:
         claims["ord"] = order_id
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
@@ -89,7 +93,8 @@ def verify_token(secret: str, token: str) -> Principal:
     role, sub, order = claims.get("role"), claims.get("sub"), claims.get("ord")
     if role not in ROLES or not isinstance(sub, str) or not sub:
         raise AuthError("invalid_token", "token has no valid role and subject")
-    if (role == "viewer") != isinstance(order, str):
-        raise AuthError("invalid_token", "viewer tokens must name one order")
+    scoped = isinstance(order, str) and bool(order) if role == "viewer" else "ord" not in claims
+    if not scoped:
+        raise AuthError("invalid_token", "viewer tokens, and only they, name one order")
     exp = claims.get("exp")
     return Principal(role, sub, order if isinstance(order, str) else None, float(exp or 0))

@@ -145,7 +145,12 @@ def install(app: FastAPI) -> None:
     async def http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         reason = {404: "no_such_path", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        resp = problem_response(request, exc.status_code, reason, str(exc.detail))
+        detail = str(exc.detail)
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI's "There was an error parsing the body": JSON nested too deeply,
+            # bytes that are not UTF-8 and the like.
+            reason, detail = "malformed_json", "the request body is not valid JSON"
+        resp = problem_response(request, exc.status_code, reason, detail)
         if exc.headers:
             resp.headers.update(exc.headers)
         return resp

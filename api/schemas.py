@@ -195,6 +195,21 @@ DispatchSettingsIn = _settings_model()
 """Any subset of :class:`dispatch.dispatcher.DispatchSettings`; the rest keep defaults."""
 
 
+class ProblemOut(BaseModel):
+    """An RFC 9457 problem document (``application/problem+json``): every error."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")
+    type: str = Field(description="'/problems/<reason>'")
+    title: str
+    status: int
+    detail: str
+    instance: str = Field(description="The request path.")
+    reason: str = Field(description="Machine-readable slug (also the end of ``type``).")
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="Validation errors: one per bad field (loc, type, msg)."
+    )
+
+
 class Health(BaseModel):
     status: str
     store: str | None = None

@@ -78,7 +78,7 @@ from simulations.scenarios.city import generate_city
 from simulations.scenarios.mdrp import START_ID
 from simulations.sweep import scale_fleet
 from tracking.errors import BadInput
-from tracking.live import SETTINGS_DOC, settings_from_doc
+from tracking.live import settings_from_doc
 
 log = logging.getLogger("o2o.whatif")
 
@@ -572,12 +572,8 @@ def _stop_executor(ex: ProcessPoolExecutor) -> None:
 
 
 async def settings_in_force(svc: Services) -> DispatchSettings:
-    """The dispatcher's settings now: the operator's (``Live.settings``) on top of the
-    service's own base settings, as :class:`tracking.dispatch_loop.DispatchLoop` applies
-    them."""
-    if svc.loop is None:
-        return await svc.live.settings()
-    return settings_from_doc(await svc.store.get_doc(SETTINGS_DOC), svc.loop.base_settings)
+    """The dispatcher's settings now: the operator's on the service's base settings."""
+    return await svc.live.settings()
 
 
 def variant_settings(doc: Mapping[str, Any], base: DispatchSettings) -> DispatchSettings:

@@ -3,9 +3,11 @@
 Each connection authenticates (``?token=`` since browsers cannot set headers, or the
 ``Authorization`` header), is checked against what it asks for, then runs
 :func:`tracking.hub.serve_channel` (frames out) beside a reader (frames in: acks and
-pings). Refusals close with a clear code: 4401 bad token, 4403 not yours, 4404 unknown,
-4400 bad ``last_event_id``, 4408 fell behind (reconnect with ``last_event_id``), 1012
-server restarting, 1008 too many malformed frames.
+pings). Refusals close with a clear code: 4401 bad token (and when the token expires
+while connected: a share link reads only until it expires), 4403 not yours, 4404 unknown,
+4400 bad ``last_event_id`` (malformed, or ahead of the log), 4408 fell behind (reconnect
+with ``last_event_id``), 1012 server restarting, 1008 too many malformed frames (each
+malformed frame, binary ones included, is answered with an ``error`` frame first).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Annotated, Any
 
 import h3
@@ -23,8 +26,8 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from api.app import Services, can_see
 from api.auth import AuthError, Principal
 from tracking.channels import CourierChannel, OpsChannel, OrderChannel
-from tracking.errors import NotFound, TrackingError
-from tracking.events import cell_topic
+from tracking.errors import BadEventId, NotFound, TrackingError
+from tracking.events import cell_topic, parse_event_id
 from tracking.hub import (
     CLOSE_BAD_REQUEST,
     CLOSE_FORBIDDEN,
@@ -73,9 +76,57 @@ async def _open(ws: WebSocket, token: str | None) -> tuple[Services, Principal] 
         return None
 
 
+async def _check_last_id(svc: Services, last_id: str | None) -> str | None:
+    """Why ``last_event_id`` cannot be resumed from (None when it can, or is absent).
+
+    An id ahead of the log's newest was never sent by this service: resuming from it
+    would silently skip every event up to it, so it is refused like a malformed one."""
+    if last_id is None:
+        return None
+    try:
+        key = parse_event_id(last_id)
+    except BadEventId as e:
+        return str(e)
+    newest = await svc.store.events.last_id()
+    if key > parse_event_id(newest):
+        return f"last_event_id {last_id[:40]!r} is ahead of the newest event {newest}"
+    return None
+
+
+def _parse_frame(message: Any) -> Any:
+    """A client frame as JSON; None (answered with an error frame) for anything else:
+    binary frames, text that is not JSON, JSON nested too deeply to decode."""
+    text = message.get("text")
+    if not isinstance(text, str):
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+async def _expiry(p: Principal) -> None:
+    """Ends the connection when the caller's token expires (a share link is read-only
+    *until it expires*, not for as long as its socket stays open)."""
+    if p.expires_at is None:
+        await asyncio.Event().wait()
+        return
+    await asyncio.sleep(max(0.0, p.expires_at - time.time()))
+    raise ChannelClosed(CLOSE_UNAUTHORIZED, "token expired")
+
+
 async def _run(
-    ws: WebSocket, svc: Services, channel: Channel, last_id: str | None, name: str
+    ws: WebSocket,
+    svc: Services,
+    p: Principal,
+    channel: Channel,
+    last_id: str | None,
+    name: str,
 ) -> None:
+    bad_id = await _check_last_id(svc, last_id)
+    if bad_id is not None:
+        await _close(ws, CLOSE_BAD_REQUEST, bad_id)
+        return
     lock = asyncio.Lock()
 
     async def send(frame: Frame) -> None:
@@ -86,11 +137,10 @@ async def _run(
     async def read() -> None:
         bad = 0
         while True:
-            text = await ws.receive_text()
-            try:
-                message: Any = json.loads(text)
-            except json.JSONDecodeError:
-                message = None
+            raw = await ws.receive()
+            if raw["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(raw.get("code", 1000), raw.get("reason"))
+            message = _parse_frame(raw)
             reply = await channel.receive(message)
             if reply is not None:
                 if reply.get("type") == "error":
@@ -104,8 +154,9 @@ async def _run(
         serve_channel(svc.hub, channel, send, last_event_id=last_id, limits=svc.limits)
     )
     reader = asyncio.create_task(read())
+    expiry = asyncio.create_task(_expiry(p))
     try:
-        done, _ = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({writer, reader, expiry}, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             exc = task.exception()
             if isinstance(exc, ChannelClosed):
@@ -123,7 +174,7 @@ async def _run(
                 log.error("websocket %s failed: %r", name, exc)
                 await _close(ws, 1011, "internal error")
     finally:
-        for task in (writer, reader):
+        for task in (writer, reader, expiry):
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
@@ -148,7 +199,7 @@ def register(app: FastAPI) -> None:
         if not can_see(p, order) or p.role == "courier":
             await _close(ws, CLOSE_FORBIDDEN, "not your order")
             return
-        await _run(ws, svc, OrderChannel(svc.store, order_id), last_event_id, "order")
+        await _run(ws, svc, p, OrderChannel(svc.store, order_id), last_event_id, "order")
 
     @app.websocket("/v1/couriers/{courier_id}/route")
     async def route(
@@ -168,7 +219,7 @@ def register(app: FastAPI) -> None:
             await _close(ws, CLOSE_NOT_FOUND, "unknown courier: start a shift first")
             return
         channel = CourierChannel(svc.store, courier_id, svc.live.acknowledge_route)
-        await _run(ws, svc, channel, last_event_id, "courier")
+        await _run(ws, svc, p, channel, last_event_id, "courier")
 
     @app.websocket("/v1/ops/live")
     async def ops(
@@ -191,7 +242,7 @@ def register(app: FastAPI) -> None:
         except ValueError as e:
             await _close(ws, CLOSE_BAD_REQUEST, str(e))
             return
-        await _run(ws, svc, OpsChannel(svc.store, topics), last_event_id, "ops")
+        await _run(ws, svc, p, OpsChannel(svc.store, topics), last_event_id, "ops")
 
 
 async def _area_topics(svc: Services, cells: str | None, zone: str | None) -> list[str] | None:

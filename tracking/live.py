@@ -31,13 +31,13 @@ from geo.coords import haversine_m
 from geo.errors import GeoError, InvalidObservation
 from geo.estimate import Estimate
 from geo.fusion import FusionEngine
-from geo.observations import Observation, observation_from_dict
+from geo.observations import GpsFix, Observation, observation_from_dict
 from geo.registry import Registry
 from geo.zones import Geofence, ZoneError, ZoneIndex, inside_probability
 from tracking.codec import courier_to_dict, estimate_to_dict, order_to_dict
 from tracking.errors import BadInput, Conflict, NotFound, TrackingError
 from tracking.events import OPS_TOPIC, Event, EventType, cell_topic, courier_topic, order_topic
-from tracking.store import StateStore, check_point
+from tracking.store import GEO_MAX_LAT, StateStore, check_point
 
 POSITION_CELL_RES = 7
 """H3 resolution of the ``h3:<cell>`` topics positions are published on (~5 km² cells)."""
@@ -172,6 +172,8 @@ class Live:
     config: LiveConfig = field(default_factory=LiveConfig)
     clock: Callable[[], float] = time.time
     registry: Registry | None = None
+    base_settings: DispatchSettings = field(default_factory=DispatchSettings)
+    """The service's dispatch settings; operator changes apply on top of these."""
     fusion: FusionEngine = field(init=False)
     _zones: ZoneIndex | None = field(default=None, init=False)
     _zones_loaded: float = field(default=-math.inf, init=False)
@@ -218,7 +220,7 @@ class Live:
             return order, True
         key = f"{customer_id}:{idempotency_key}"
         stored, created = await self.store.put_order_idempotent(key, order, events=[event])
-        if not created and not _same_request(stored, order):
+        if not created and not _same_request(stored, order, req):
             raise Conflict(
                 "idempotency_key_reused",
                 "this Idempotency-Key was used for a different order; use a new key",
@@ -249,7 +251,7 @@ class Live:
 
         def change(o: Order) -> Order:
             if o.status == "picked_up":
-                raise Forbidden(
+                raise Conflict(
                     "already_picked_up", "the courier has the order; it can no longer be cancelled"
                 )
             return _transition(o, "cancelled", now)
@@ -357,6 +359,14 @@ class Live:
                 rejected.append(
                     {"index": i, "reason": "time_in_future", "detail": "t is ahead of server time"}
                 )
+            elif isinstance(obs, GpsFix) and abs(obs.lat) > GEO_MAX_LAT:
+                rejected.append(
+                    {
+                        "index": i,
+                        "reason": "out_of_range",
+                        "detail": f"latitude beyond ±{GEO_MAX_LAT} (the service's limit)",
+                    }
+                )
             elif obs.t < now - self.config.obs_max_age_s:
                 rejected.append({"index": i, "reason": "too_old", "detail": "t is over a day old"})
             else:
@@ -377,7 +387,15 @@ class Live:
             )
         est = result.estimates.get(courier_id)
         if est is not None:
-            await self.store.put_position(courier_id, est, events=[position_event(courier_id, est)])
+            try:
+                await self.store.put_position(
+                    courier_id, est, events=[position_event(courier_id, est)]
+                )
+            except BadInput:
+                # refused after fusing: restart this courier's filter, or every later
+                # fix would be judged against the refused one
+                self.fusion.forget(courier_id)
+                raise
         if records and not good and not result.estimates:
             raise Unprocessable("no_usable_observation", _summary(rejected))
         return IngestResult(len(good) - len(result.rejected), rejected, est)
@@ -508,14 +526,14 @@ class Live:
         return self._zones
 
     async def settings(self) -> DispatchSettings:
-        return settings_from_doc(await self.store.get_doc(SETTINGS_DOC), DispatchSettings())
+        return settings_from_doc(await self.store.get_doc(SETTINGS_DOC), self.base_settings)
 
     async def put_settings(self, doc: Mapping[str, Any]) -> DispatchSettings:
         """Replace the operator's dispatch settings (keys of DispatchSettings); the
         dispatcher picks them up from the event at once."""
         if not isinstance(doc, Mapping):
             raise BadInput("bad_type", "settings must be a JSON object")
-        settings = settings_from_doc(dict(doc), DispatchSettings())
+        settings = settings_from_doc(dict(doc), self.base_settings)
         event = Event("settings_updated", (OPS_TOPIC,), {"settings": dict(doc)}, self.clock())
         await self.store.put_doc(SETTINGS_DOC, dict(doc), events=[event])
         return settings
@@ -562,13 +580,21 @@ def settings_from_doc(doc: dict[str, Any] | None, base: DispatchSettings) -> Dis
     return merged
 
 
-def _same_request(stored: Order, new: Order) -> bool:
-    """Whether a retried POST asks for the same order (times are server-set, so skip)."""
+def _same_request(stored: Order, new: Order, req: OrderRequest) -> bool:
+    """Whether a retried POST asks for the same order. Times the client left out are
+    server-set (and differ between tries), so only the ones it gave are compared."""
+    given = [
+        (req.ready_at, stored.ready_at),
+        (req.promised_by, stored.promised_by),
+    ]
     return (
         stored.pickup == new.pickup
         and stored.dropoff == new.dropoff
         and stored.mode == new.mode
         and stored.size == new.size
+        and stored.pickup_service_s == new.pickup_service_s
+        and stored.dropoff_service_s == new.dropoff_service_s
+        and all(sent is None or sent == kept for sent, kept in given)
     )
 
 
