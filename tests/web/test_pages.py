@@ -1,0 +1,275 @@
+"""The pages in a real browser (Debian Chromium via Playwright) against a live service."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from tests.api.conftest import token
+from tests.web.conftest import Drive, Pages, lerp, screenshots
+
+START = (52.5170, 13.4000)
+PICKUP = (52.5200, 13.4050)
+DROPOFF = (52.5240, 13.4120)
+
+
+def courier_at(page: Any) -> tuple[float, float] | None:
+    got = page.evaluate("() => window.o2oTrack && window.o2oTrack.glide.current")
+    return None if got is None else (got[0], got[1])
+
+
+def step_state(page: Any, step: str) -> str | None:
+    got: str | None = page.get_attribute(f'#timeline li[data-step="{step}"]', "data-state")
+    return got
+
+
+def test_tracking_page_follows_the_courier_to_delivered(drive: Drive, pages: Pages) -> None:
+    drive.start_shift(START)
+    order = drive.place(PICKUP, DROPOFF)
+    page = pages.open(f"{drive.server.url}/track/{order['id']}?token={drive.customer_token}")
+    page.wait_for_selector('body[data-status="assigned"]', timeout=10_000)
+    page.wait_for_selector('#map[data-markers="3"]')
+    first = courier_at(page)
+    assert first is not None
+    frames0 = page.evaluate("() => window.o2oTrack.glide.frames")
+    drive.ride(START, PICKUP)
+    page.wait_for_function(
+        "([lat, lon]) => { const c = window.o2oTrack.glide.current;"
+        " return Math.abs(c[0] - lat) < 5e-4 && Math.abs(c[1] - lon) < 5e-4; }",
+        arg=list(PICKUP),
+        timeout=5_000,
+    )
+    moved = page.evaluate("() => window.o2oTrack.glide.frames") - frames0
+    assert moved > 20, f"only {moved} animation frames: the marker jumped"
+    drive.confirm(order["id"], "pickup")
+    page.wait_for_selector('body[data-status="picked_up"]', timeout=5_000)
+    middle = lerp(PICKUP, DROPOFF, 0.6)
+    drive.ride(PICKUP, middle)
+    drive.t += 60  # a minute without a fix, then a poor one: the page shows the uncertainty
+    radius = drive.gps(middle, accuracy=100.0)["position"]["radius_m"]
+    assert radius > 40
+    page.wait_for_selector("path.o2o-uncertainty", timeout=3_000)
+    assert "approximate" in page.inner_text("#accuracy")
+    screenshots(page, "track")
+    drive.ride(middle, DROPOFF)
+    drive.confirm(order["id"], "dropoff")
+    page.wait_for_selector('body[data-status="delivered"]', timeout=5_000)
+    for step in ("placed", "assigned", "picked_up", "delivered"):
+        assert step_state(page, step) == "done", step
+    assert page.get_attribute('#timeline li[data-step="delivered"]', "aria-current") == "step"
+    assert "Delivered at" in page.inner_text("#eta")
+    statuses = page.evaluate("() => window.o2oTrack.state.statuses")
+    assert statuses[-2:] == ["picked_up", "delivered"]
+
+
+def test_tracking_page_resumes_after_a_drop_without_missing_a_status(
+    drive: Drive, pages: Pages
+) -> None:
+    drive.start_shift(START)
+    order = drive.place(PICKUP, DROPOFF)
+    page = pages.open(f"{drive.server.url}/track/{order['id']}?token={drive.customer_token}")
+    sockets: list[Any] = []
+    page.on("websocket", lambda ws: sockets.append(ws))
+    page.wait_for_selector('body[data-status="assigned"]', timeout=10_000)
+
+    # 1. the network goes away while the courier picks the order up
+    page.context.set_offline(True)
+    page.wait_for_selector('#conn[data-state="offline"]', timeout=5_000)
+    drive.ride(START, PICKUP, pause_s=0.0)
+    drive.confirm(order["id"], "pickup")
+    assert page.get_attribute("body", "data-status") == "assigned"
+    page.context.set_offline(False)
+    page.wait_for_selector('body[data-status="picked_up"]', timeout=10_000)
+    assert "last_event_id=" in sockets[-1].url
+    assert step_state(page, "picked_up") == "done"
+
+    # 2. the server drops every socket (a restart); the drop-off happens meanwhile
+    hub = drive.server.app.state.svc.hub
+    hub._task.get_loop().call_soon_threadsafe(hub.close_all, "restart")
+    drive.ride(PICKUP, DROPOFF, pause_s=0.0)
+    drive.confirm(order["id"], "dropoff")
+    page.wait_for_selector('body[data-status="delivered"]', timeout=10_000)
+    assert "last_event_id=" in sockets[-1].url
+    connects = page.evaluate("() => window.o2oTrack.socket.connects")
+    assert len(connects) == 3 and all(c["resumed_from"] for c in connects[1:])
+    statuses = page.evaluate("() => window.o2oTrack.state.statuses")
+    assert statuses[-2:] == ["picked_up", "delivered"], statuses  # frames, not snapshots
+    for step in ("placed", "assigned", "picked_up", "delivered"):
+        assert step_state(page, step) == "done", step
+
+
+def test_a_customer_cannot_open_another_customers_order(drive: Drive, pages: Pages) -> None:
+    order = drive.place(PICKUP, DROPOFF)
+    other = token("customer", "someone-else")
+    page = pages.open(f"{drive.server.url}/track/{order['id']}?token={other}")
+    page.wait_for_selector('body[data-error="4403"]', timeout=5_000)
+    assert "do not have access" in page.inner_text("#notice")
+    assert page.get_attribute("#conn", "data-state") == "error"
+    assert page.query_selector("body[data-status]") is None  # nothing of the order shows
+    page.wait_for_timeout(1500)
+    assert page.evaluate("() => window.o2oTrack.socket.connects.length") == 1  # no retry
+
+    unknown = pages.open(f"{drive.server.url}/track/o-nope?token={drive.customer_token}")
+    unknown.wait_for_selector('body[data-error="4404"]', timeout=5_000)
+
+    # the owner's share link opens it read-only
+    share = drive.ok(drive.customer_token, "POST", f"/v1/orders/{order['id']}/share")
+    shared = pages.open(drive.server.url + share["url"])
+    shared.wait_for_selector('body[data-status="placed"]', timeout=5_000)
+    assert "Finding a courier" in shared.inner_text("#headline")
+
+
+def test_courier_view_acknowledges_a_route_and_confirms_with_an_override(
+    drive: Drive, pages: Pages
+) -> None:
+    url = f"{drive.server.url}/courier?token={drive.courier_token}&courier={drive.courier}"
+    page = pages.open(
+        url,
+        geolocation={"latitude": START[0], "longitude": START[1], "accuracy": 10},
+        permissions=["geolocation"],
+    )
+    page.wait_for_selector('body[data-shift="off"]')
+    page.wait_for_function("() => window.o2oCourier.state.posted > 0", timeout=5_000)
+    page.click("#start-shift")
+    page.wait_for_selector('body[data-shift="on"]')
+    page.wait_for_selector('#conn[data-state="live"]')
+
+    order = drive.place(PICKUP, DROPOFF)
+    page.wait_for_selector("#ack-row:not([hidden])", timeout=10_000)
+    assert page.locator("#stops li").count() == 2
+    assert "New route" in page.inner_text("#route-banner")
+    screenshots(page, "courier")
+    route_id = page.evaluate("() => window.o2oCourier.state.pendingAck")
+    page.focus("#ack")  # keyboard only
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f'body[data-acked="{route_id}"]', timeout=5_000)
+    assert "acknowledged" in page.inner_text("#route-banner")
+
+    # ~500 m from the pickup: the server asks for a reason, the page prompts for one
+    page.click(f'#stops li[data-order="{order["id"]}"][data-kind="pickup"] button')
+    page.wait_for_selector("#override[open]", timeout=5_000)
+    assert "pickup" in page.inner_text("#override-why")
+    page.fill("#override-reason", "customer met me at the corner")
+    page.click("#override-ok")
+    page.wait_for_selector("#notice.ok", timeout=5_000)
+    picked = drive.wait_status(order["id"], "picked_up")
+    assert picked["courier_id"] == drive.courier
+
+    page.click("#end-shift")
+    page.wait_for_selector('body[data-shift="off"]')
+    assert not drive.ok(drive.courier_token, "GET", f"/v1/couriers/{drive.courier}")["on_shift"]
+
+
+ZONE = {
+    "type": "FeatureCollection",
+    "features": [
+        {
+            "type": "Feature",
+            "id": "mitte",
+            "properties": {"name": "Mitte"},
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [
+                    [[13.30, 52.45], [13.48, 52.45], [13.48, 52.56], [13.30, 52.56], [13.30, 52.45]]
+                ],
+            },
+        }
+    ],
+}
+
+
+def test_ops_console_lists_a_late_order_within_two_seconds(drive: Drive, pages: Pages) -> None:
+    drive.ok(drive.ops_token, "PUT", "/v1/zones", ZONE)
+    far = Drive(drive.server, courier="c-far")
+    far.start_shift((52.4700, 13.3300))  # ~7 km from the pickup: no way to make a minute
+    for cid, at in (("c-near", (52.5000, 13.4600)), ("c-idle", (52.5400, 13.3400))):
+        Drive(drive.server, courier=cid).start_shift(at)
+    page = pages.open(f"{drive.server.url}/ops?token={drive.ops_token}")
+    page.wait_for_selector('#conn[data-state="live"]')
+    page.wait_for_selector('#map[data-zones="1"]')
+    fine = drive.place((52.5050, 13.3800), (52.5150, 13.3900), customer="u2")
+    drive.wait_status(fine["id"], "assigned")
+
+    late = drive.place(PICKUP, DROPOFF, promised_in_s=60)
+    page.wait_for_selector(f'#alerts li[data-order="{late["id"]}"]', timeout=10_000)
+    seen_at = time.time()
+    page.wait_for_selector(f'#orders tr[data-order="{late["id"]}"][data-risk="late"]', timeout=500)
+    delay_t = page.evaluate(f"() => window.o2oOps.state.delays.get({late['id']!r}).t")
+    assert seen_at - delay_t < 2.0, f"listed {seen_at - delay_t:.2f} s after the delay event"
+    first = page.get_attribute("#orders tbody tr:first-child", "data-order")
+    assert first == late["id"]  # sorted by risk of lateness
+    assert int(page.get_attribute("#map", "data-cells") or 0) >= 1  # demand cells
+    screenshots(page, "ops")
+
+    page.click('#orders th[data-key="promised"] button')
+    page.wait_for_selector('#orders th[data-key="promised"][aria-sort="ascending"]')
+    page.select_option("#metric", "idle")
+    page.wait_for_function("() => document.getElementById('legend').textContent.includes('idle')")
+
+    # dispatch settings round trip
+    page.fill("#set-lateness_weight", "5")
+    page.click("#settings-save")
+    page.wait_for_selector("#settings-state:has-text('Saved')")
+    assert drive.ok(drive.ops_token, "GET", "/v1/dispatch/settings")["lateness_weight"] == 5
+
+
+def test_ops_whatif_panel(drive: Drive, pages: Pages) -> None:
+    page = pages.open(f"{drive.server.url}/ops?token={drive.ops_token}")
+    page.wait_for_selector('#conn[data-state="live"]')
+    # a service without the what-if API: the panel says so
+    page.route(
+        "**/v1/whatif",
+        lambda route: route.fulfill(
+            status=404,
+            json={"title": "Not found", "status": 404, "detail": "Not Found"},
+            content_type="application/problem+json",
+        ),
+    )
+    page.click("#wi-run")
+    page.wait_for_selector('#wi-state[data-state="unavailable"]', timeout=5_000)
+    assert "not available" in page.inner_text("#wi-state")
+    page.unroute("**/v1/whatif")
+
+    # against the agreed interface (stubbed here): 202, running, done with KPIs, report
+    calls: list[str] = []
+
+    def whatif(route: Any) -> None:
+        req = route.request
+        calls.append(f"{req.method} {req.url.split('/v1')[1]}")
+        if req.method == "POST":
+            assert json.loads(req.post_data or "{}") == {
+                "settings": {"lateness_weight": 7},
+                "couriers_scale": 1.2,
+                "policy": "bundling",
+            }
+            assert req.headers["authorization"] == f"Bearer {drive.ops_token}"
+            route.fulfill(status=202, json={"id": "w1", "status": "running"})
+        else:
+            done = sum(c.startswith("GET /whatif/w1") for c in calls) > 1
+            route.fulfill(
+                json={
+                    "id": "w1",
+                    "status": "done" if done else "running",
+                    "error": None,
+                    "kpis": {
+                        "baseline": {"on_time_rate": 0.9, "orders": 100},
+                        "variant": {"on_time_rate": 0.95, "orders": 100},
+                    }
+                    if done
+                    else None,
+                    "report_url": "/v1/whatif/w1/report" if done else None,
+                }
+            )
+
+    page.route("**/v1/whatif**", whatif)
+    page.fill("#wi-scale", "1.2")
+    page.select_option("#wi-policy", "bundling")
+    page.fill("#wi-settings", '{"lateness_weight": 7}')
+    page.click("#wi-run")
+    page.wait_for_selector('#wi-state[data-state="done"]', timeout=10_000)
+    assert page.inner_text('#wi-kpis tr[data-kpi="on_time_rate"] td:nth-of-type(3)').startswith(
+        "+0.05"
+    )
+    href = page.get_attribute("#wi-report", "href") or ""
+    assert href.startswith(f"{drive.server.url}/v1/whatif/w1/report?token=")
