@@ -30,6 +30,7 @@ from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import AuthError, Principal, Role, check_secret, create_token, verify_token
@@ -376,6 +377,7 @@ def create_app(
     install(app)
     app.middleware("http")(timed(metrics))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(GZipMiddleware, minimum_size=2048)  # map libraries, fleet lists
     _routes(app)
     from api.ws import register as register_websockets
 

@@ -199,7 +199,9 @@ def register(app: FastAPI) -> None:
         if not can_see(p, order) or p.role == "courier":
             await _close(ws, CLOSE_FORBIDDEN, "not your order")
             return
-        await _run(ws, svc, p, OrderChannel(svc.store, order_id), last_event_id, "order")
+        await _run(
+            ws, svc, p, OrderChannel(svc.store, order_id, svc.live.clock), last_event_id, "order"
+        )
 
     @app.websocket("/v1/couriers/{courier_id}/route")
     async def route(
@@ -218,7 +220,7 @@ def register(app: FastAPI) -> None:
         except TrackingError:
             await _close(ws, CLOSE_NOT_FOUND, "unknown courier: start a shift first")
             return
-        channel = CourierChannel(svc.store, courier_id, svc.live.acknowledge_route)
+        channel = CourierChannel(svc.store, courier_id, svc.live.acknowledge_route, svc.live.clock)
         await _run(ws, svc, p, channel, last_event_id, "courier")
 
     @app.websocket("/v1/ops/live")
@@ -242,7 +244,7 @@ def register(app: FastAPI) -> None:
         except ValueError as e:
             await _close(ws, CLOSE_BAD_REQUEST, str(e))
             return
-        await _run(ws, svc, p, OpsChannel(svc.store, topics), last_event_id, "ops")
+        await _run(ws, svc, p, OpsChannel(svc.store, topics, svc.live.clock), last_event_id, "ops")
 
 
 async def _area_topics(svc: Services, cells: str | None, zone: str | None) -> list[str] | None:

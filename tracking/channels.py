@@ -19,6 +19,7 @@ order id, kind, place and ETA; acknowledge with ``{"type": "ack", "id": <route i
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -118,13 +119,26 @@ async def read_backlog(log: EventLog, last_id: EventId, topics: Iterable[str]) -
         cursor = page[-1].id or cursor
 
 
+async def latest(log: EventLog, topic: str, type_: str) -> Event | None:
+    """The newest retained event of ``type_`` on ``topic`` (for snapshots)."""
+    with contextlib.suppress(EventsTrimmed):
+        for e in reversed(await log.read_after(None, [topic])):
+            if e.type == type_:
+                return e
+    return None
+
+
+Clock = Callable[[], float]
+
+
 class OrderChannel:
     """A customer's (or a share link's) live view of one order."""
 
     all_positions = False
 
-    def __init__(self, store: StateStore, order_id: str) -> None:
+    def __init__(self, store: StateStore, order_id: str, clock: Clock = time.time) -> None:
         self.store = store
+        self.clock = clock
         self.order_id = order_id
         self.courier_id: str | None = None
         self.topics: frozenset[str] = frozenset({order_topic(order_id)})
@@ -155,10 +169,13 @@ class OrderChannel:
             with contextlib.suppress(TrackingError):
                 route = await self.store.get_route(order.courier_id)
         pos = await self._position(cursor)
+        delay = await latest(log, order_topic(self.order_id), "delay") if order.is_open else None
         snapshot: Frame = {
             "type": "snapshot",
             "id": cursor,
+            "now": self.clock(),
             "order": order_json(order),
+            "delay": None if delay is None else {"id": delay.id, "t": delay.t, **delay.payload},
             "courier": None if pos is None else {k: v for k, v in pos.items() if k != "type"},
             **self._route_part(route),
         }
@@ -264,8 +281,10 @@ class CourierChannel:
         store: StateStore,
         courier_id: str,
         acknowledge: Callable[[str, str], Awaitable[Any]],
+        clock: Clock = time.time,
     ) -> None:
         self.store = store
+        self.clock = clock
         self.courier_id = courier_id
         self.acknowledge = acknowledge
         self.topics: frozenset[str] = frozenset({courier_topic(courier_id)})
@@ -283,10 +302,17 @@ class CourierChannel:
         courier = await self.store.get_courier(self.courier_id)
         route = await self.store.get_route(self.courier_id)
         self.route_ids.add(cursor)
+        acked = await latest(log, courier_topic(self.courier_id), "route_acknowledged")
+        last_route = await latest(log, courier_topic(self.courier_id), "route_updated")
+        if last_route is not None and last_route.id is not None:
+            self.route_ids.add(last_route.id)  # an ack of it may come after a reconnect
         return [
             {
                 "type": "snapshot",
                 "id": cursor,
+                "now": self.clock(),
+                "route_id": None if last_route is None else last_route.id,
+                "acknowledged_route_id": None if acked is None else acked.payload.get("route_id"),
                 "courier": courier_to_dict(courier),
                 "route": route_json(route, self.courier_id),
             }
@@ -331,8 +357,11 @@ class CourierChannel:
 class OpsChannel:
     """The fleet and every open order; optionally positions only in some H3 cells."""
 
-    def __init__(self, store: StateStore, cell_topics: Iterable[str] | None = None) -> None:
+    def __init__(
+        self, store: StateStore, cell_topics: Iterable[str] | None = None, clock: Clock = time.time
+    ) -> None:
         self.store = store
+        self.clock = clock
         cells = frozenset(cell_topics or ())
         self.all_positions = not cells
         self.topics: frozenset[str] = frozenset({OPS_TOPIC}) | cells
@@ -359,10 +388,18 @@ class OpsChannel:
                     "h3": est.h3,
                 }
         orders = await self.store.list_orders(open_only=True)
+        plan = await self.store.get_plan()
+        routes = (
+            {}
+            if plan is None
+            else {cid: route_json(r, cid) for cid, r in plan.routes.items() if r.stops}
+        )
         return [
             {
                 "type": "snapshot",
                 "id": cursor,
+                "now": self.clock(),
+                "routes": routes,
                 "couriers": [courier_to_dict(c) for c in couriers],
                 "positions": positions,
                 "orders": [order_json(o) for o in orders],

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from dispatch.model import Order, Place
-from tracking.channels import OrderChannel
+from dispatch.model import Courier, Order, Place, Route, Stop
+from tracking.channels import CourierChannel, OpsChannel, OrderChannel
 from tracking.events import Event, courier_topic, event_id_key, order_topic
 from tracking.hub import (
     CLOSE_FELL_BEHIND,
@@ -20,7 +20,7 @@ from tracking.hub import (
     Subscription,
     serve_channel,
 )
-from tracking.live import order_event
+from tracking.live import Live, order_event
 from tracking.store import MemoryStore
 
 
@@ -190,3 +190,42 @@ def test_subscription_queue_bound_and_latest_wins() -> None:
     for t in (1.0, 2.0, 3.0):
         sub.offer(_position("c1", t).with_id(f"{int(t)}-1"))
     assert list(sub.positions) == ["c1"] and sub.positions["c1"].t == 3.0
+
+
+def test_snapshots_carry_delay_routes_acks_and_the_service_clock() -> None:
+    """What a page opened late needs: the last delay, every route, the last ack, and the
+    service's clock (the demo runs faster than the wall clock)."""
+
+    async def run() -> None:
+        store = MemoryStore()
+        live = Live(store, clock=lambda: 1234.5)
+        await store.put_order(_order())
+        stop = Stop("o1", "dropoff", Place((52.53, 13.42)), 50.0, 50.0, 60.0)
+        route_event = Event(
+            "route_updated", (courier_topic("c1"),), {"courier_id": "c1", "route": {}}, 1.0
+        )
+        await store.put_routes({"c1": Route("c1", (stop,))}, events=[route_event])
+        await store.events.append(
+            Event(
+                "delay",
+                (order_topic("o1"),),
+                {"order_id": "o1", "dropoff_eta": 4000.0, "promised_by": 3600.0, "delay_s": 400.0},
+                2.0,
+            )
+        )
+        (snap,), _ = await OrderChannel(store, "o1", live.clock).opening(None)
+        assert snap["now"] == 1234.5
+        assert snap["delay"]["delay_s"] == 400.0
+        courier = CourierChannel(store, "c1", live.acknowledge_route, live.clock)
+        await store.put_courier(Courier("c1", Place((52.5, 13.4)), 0.0, 0.0, 99999.0))
+        (snap,), _ = await courier.opening(None)
+        assert snap["acknowledged_route_id"] is None
+        route_id = snap["route_id"]
+        assert route_id is not None
+        assert await courier.receive({"type": "ack", "id": route_id}) is None
+        (snap,), _ = await CourierChannel(store, "c1", live.acknowledge_route).opening(None)
+        assert snap["acknowledged_route_id"] == route_id
+        (snap,), _ = await OpsChannel(store, None, live.clock).opening(None)
+        assert [s["order_id"] for s in snap["routes"]["c1"]["stops"]] == ["o1"]
+
+    asyncio.run(run())

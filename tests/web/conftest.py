@@ -65,7 +65,7 @@ def web_assets() -> Path:
     return WEB_DIR / "node_modules"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(web_assets: Path) -> Iterator[Any]:
     """Headless Debian Chromium (Playwright's own browser download is not used)."""
     if not Path(CHROMIUM).exists():
