@@ -164,7 +164,7 @@ async def _run(sock: socket.socket, host: str, options: Any, secret: str, log_le
         )
         c = driver.couriers[0]
         _say(f"ops console:    {base}/ops?token={driver.ops_token}")
-        _say(f"courier view:   {base}/courier?token={c.token}&courier={c.id}")
+        _say(f"courier view:   {base}/courier?token={c.token}&courier={c.id}&geo=off")
         for o in first:
             _say(f"order tracking: {base}/track/{o.id}?token={o.token}")
         _say(f"API docs:       {base}/docs")

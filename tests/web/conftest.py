@@ -4,11 +4,13 @@ delivery over HTTP as a courier's phone and a customer's app would."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,9 +20,18 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
+from websockets.sync.client import connect
 
+from api.app import create_app
+from api.cli_demo import _clock_header
+from api.demo_driver import AcceleratedClock
+from api.settings import Settings
 from api.web import SETUP_HINT, WEB_DIR, missing_vendor
-from tests.api.conftest import Server, auth, server_factory, token
+from dispatch.dispatcher import DispatchSettings
+from tests.api.conftest import SECRET, Server, auth, server_factory, token, wait_ready
+from tests.conftest import free_port
+from tracking.store import MemoryStore
 
 __all__ = ["server_factory"]  # a fixture, re-exported for these tests
 
@@ -93,11 +104,21 @@ class Pages:
     contexts: list[Any] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    def open(self, url: str, viewport: dict[str, int] | None = None, **ctx: Any) -> Any:
+    def open(
+        self,
+        url: str,
+        viewport: dict[str, int] | None = None,
+        requests: list[str] | None = None,
+        **ctx: Any,
+    ) -> Any:
+        """A new page at ``url``; with ``requests``, every URL it asks for (from the
+        start) is appended to that list."""
         context = self.browser.new_context(viewport=viewport or DESKTOP, **ctx)
         self.contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda e: self.errors.append(f"{url}: {e}"))
+        if requests is not None:
+            page.on("request", lambda r: requests.append(f"{r.method} {r.url}"))
         page.goto(url)
         return page
 
@@ -246,3 +267,50 @@ def live(server_factory: Callable[..., Server], web_assets: Path) -> Server:
 @pytest.fixture
 def drive(live: Server) -> Drive:
     return Drive(live)
+
+
+def ws_snapshot(server: Server, path: str, tok: str) -> dict[str, Any]:
+    """The snapshot frame a fresh websocket on ``path`` opens with."""
+    with connect(f"{server.ws}{path}?token={tok}", open_timeout=5) as ws:
+        frame: dict[str, Any] = json.loads(ws.recv(timeout=5))
+    assert frame["type"] == "snapshot", frame
+    return frame
+
+
+@dataclass
+class ClockServer(Server):
+    """A service whose clock is not the browser's (``clock``), like ``o2o demo``: it
+    answers with ``X-O2O-Clock`` as the demo does."""
+
+    clock: AcceleratedClock = field(default_factory=lambda: AcceleratedClock(1.0))
+
+
+@pytest.fixture
+def clock_server_factory(web_assets: Path) -> Iterator[Callable[..., ClockServer]]:
+    """In-process services on a clock ``speed`` times faster than the wall clock and
+    ``ahead_s`` ahead of it (the server_factory of tests/api takes no clock)."""
+    running: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(speed: float = 10.0, ahead_s: float = 0.0) -> ClockServer:
+        clock = AcceleratedClock(speed, start=time.time() + ahead_s)
+        app = create_app(
+            Settings(secret=SECRET, position_interval_s=0.2, heartbeat_s=5.0),
+            store=MemoryStore(),
+            clock=clock,
+            dispatch_settings=DispatchSettings(solve_time_limit_s=0.3),
+        )
+        _clock_header(app, clock)
+        port = free_port()
+        srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=srv.run, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url)
+        running.append((srv, thread))
+        return ClockServer(url, app=app, clock=clock)
+
+    yield start
+    for srv, _ in running:
+        srv.should_exit = True
+    for _, thread in running:
+        thread.join(timeout=10)

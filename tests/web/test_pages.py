@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tests.api.conftest import token
-from tests.web.conftest import Drive, Pages, lerp, screenshots
+from tests.web.conftest import ClockServer, Drive, Pages, lerp, screenshots, ws_snapshot
 
 START = (52.5170, 13.4000)
 PICKUP = (52.5200, 13.4050)
@@ -141,10 +143,23 @@ def test_courier_view_acknowledges_a_route_and_confirms_with_an_override(
     assert "New route" in page.inner_text("#route-banner")
     screenshots(page, "courier")
     route_id = page.evaluate("() => window.o2oCourier.state.pendingAck")
+    page.reload()  # not acknowledged yet: the page still asks
+    page.wait_for_selector("#ack-row:not([hidden])", timeout=5_000)
+    assert page.evaluate("() => window.o2oCourier.state.pendingAck") == route_id
+    assert "Please acknowledge" in page.inner_text("#route-banner")
     page.focus("#ack")  # keyboard only
     page.keyboard.press("Enter")
     page.wait_for_selector(f'body[data-acked="{route_id}"]', timeout=5_000)
     assert "acknowledged" in page.inner_text("#route-banner")
+
+    # after a reload the acknowledged route is not asked about again
+    page.reload()
+    page.wait_for_selector('#conn[data-state="live"]')
+    page.wait_for_selector(f'body[data-acked="{route_id}"]', timeout=5_000)
+    assert page.locator("#stops li").count() == 2
+    assert page.is_hidden("#ack-row")
+    assert page.evaluate("() => window.o2oCourier.state.pendingAck") is None
+    assert "acknowledge" not in page.inner_text("#route-banner").lower()
 
     # ~500 m from the pickup: the server asks for a reason, the page prompts for one
     page.click(f'#stops li[data-order="{order["id"]}"][data-kind="pickup"] button')
@@ -159,6 +174,39 @@ def test_courier_view_acknowledges_a_route_and_confirms_with_an_override(
     page.click("#end-shift")
     page.wait_for_selector('body[data-shift="off"]')
     assert not drive.ok(drive.courier_token, "GET", f"/v1/couriers/{drive.courier}")["on_shift"]
+
+
+def test_courier_view_with_geo_off_posts_no_fixes_until_asked(drive: Drive, pages: Pages) -> None:
+    drive.start_shift(START)  # o2o demo: the driver posts this courier's fixes
+    url = f"{drive.server.url}/courier?token={drive.courier_token}&courier={drive.courier}"
+    requests: list[str] = []
+    page = pages.open(
+        url + "&geo=off",
+        geolocation={"latitude": PICKUP[0], "longitude": PICKUP[1], "accuracy": 10},
+        permissions=["geolocation"],
+        requests=requests,
+    )
+    page.wait_for_selector('body[data-shift="on"]')
+    page.wait_for_selector('#conn[data-state="live"]')
+    toggle = page.get_by_label("Share my location (GPS)")
+    assert toggle.is_visible() and not toggle.is_checked()
+    assert "geo=off" in page.inner_text("#gps-state")
+    # the map follows the service's position (the driver's fixes), not the phone's
+    there = lerp(START, PICKUP, 0.5)
+    drive.ride(START, there, pause_s=0.0)
+    page.wait_for_function(
+        "([lat, lon]) => { const p = window.o2oCourier.state.position;"
+        " return p && Math.abs(p[0] - lat) < 3e-4 && Math.abs(p[1] - lon) < 3e-4; }",
+        arg=list(there),
+        timeout=8_000,
+    )
+    posts = [r for r in requests if r.startswith("POST") and "/observations" in r]
+    assert posts == []
+
+    toggle.check()  # the courier turns sharing on: the phone's fixes go out
+    page.wait_for_function("() => window.o2oCourier.state.posted > 0", timeout=5_000)
+    toggle.uncheck()
+    assert "off" in page.inner_text("#gps-state")
 
 
 ZONE = {
@@ -273,3 +321,111 @@ def test_ops_whatif_panel(drive: Drive, pages: Pages) -> None:
     )
     href = page.get_attribute("#wi-report", "href") or ""
     assert href.startswith(f"{drive.server.url}/v1/whatif/w1/report?token=")
+
+
+def test_ops_console_takes_routes_from_the_snapshot(drive: Drive, pages: Pages) -> None:
+    drive.start_shift(START)
+    order = drive.place(PICKUP, DROPOFF)
+    drive.wait_status(order["id"], "assigned")
+    path = f"/v1/couriers/{drive.courier}/route"
+    deadline = time.monotonic() + 10
+    while not drive.ok(drive.ops_token, "GET", path)["stops"]:
+        assert time.monotonic() < deadline, "no route"
+        time.sleep(0.05)
+    requests: list[str] = []
+    page = pages.open(f"{drive.server.url}/ops?token={drive.ops_token}", requests=requests)
+    page.wait_for_selector('#conn[data-state="live"]')
+    courier = json.dumps(drive.courier)
+    page.wait_for_function(f"() => (window.o2oOps.state.routes.get({courier}) || []).length == 2")
+    row = f'#orders tr[data-order="{order["id"]}"]'
+    page.wait_for_selector(row)
+    assert page.inner_text(f"{row} td:nth-of-type(5)") != "—"  # the ETA, from the route
+
+    # live route frames still update it
+    second = drive.place(PICKUP, DROPOFF, customer="u2")
+    page.wait_for_function(
+        f"() => window.o2oOps.state.routes.get({courier})"
+        f".some((s) => s.order_id === {json.dumps(second['id'])})",
+        timeout=10_000,
+    )
+    routes = [r for r in requests if re.search(r"/v1/couriers/[^/]+/route", r)]
+    assert routes == [], routes
+
+
+def test_a_page_opened_after_a_delay_shows_it(drive: Drive, pages: Pages) -> None:
+    far = Drive(drive.server, courier="c-far")
+    far.start_shift((52.4700, 13.3300))  # ~7 km from the pickup: no way to make a minute
+    order = drive.place(PICKUP, DROPOFF, promised_in_s=60)
+    path = f"/v1/orders/{order['id']}/track"
+    deadline = time.monotonic() + 10
+    while (delay := ws_snapshot(drive.server, path, drive.customer_token)["delay"]) is None:
+        assert time.monotonic() < deadline, "no delay was announced"
+        time.sleep(0.1)
+
+    page = pages.open(f"{drive.server.url}/track/{order['id']}?token={drive.customer_token}")
+    page.wait_for_selector('body[data-status="assigned"]', timeout=5_000)
+    step = '#timeline li[data-step="delayed"]'
+    page.wait_for_selector(step)  # visible
+    assert page.get_attribute(step, "data-state") == "alert"
+    assert "Running late" in page.inner_text(step)
+    got = page.evaluate("() => window.o2oTrack.state.delay")
+    assert got["id"] == delay["id"] and got["delay_s"] == delay["delay_s"]
+    assert page.evaluate("() => window.o2oTrack.state.statuses") == []  # from the snapshot
+    assert "late" in page.inner_text("#eta")
+
+
+SERVICE_CLOCK_CASES = """async () => {
+  const { ServiceClock } = await import("/assets/app/common.js");
+  const c = new ServiceClock();
+  const out = {};
+  out.before = c.now(5000);                       // no reading: the browser's clock
+  c.observe(1000, 0);
+  c.observe(1003, 3000);                          // under 5 s apart: no rate yet
+  out.early = [c.rate, c.now(4000)];
+  c.observe(1100, 10000);                         // x10
+  out.fast = [c.rate, c.now(11000)];
+  c.observe(1250, 25000);
+  c.observe(1265, 40000);                         // then real time: the old x10 is dropped
+  out.slowed = c.rate;
+  c.observe(500, 41000);                          // went back: starts over at rate 1
+  out.back = [c.rate, c.now(42000)];
+  c.observe(500 + 1e9, 51000);                    // absurd: clamped
+  out.clamped = c.rate;
+  return out;
+}"""
+
+
+def test_pages_show_times_on_the_service_clock(
+    clock_server_factory: Callable[..., ClockServer], pages: Pages
+) -> None:
+    # the service's clock (as under o2o demo) runs 10x, and 2 h ahead of the browser's
+    server = clock_server_factory(speed=10.0, ahead_s=7200.0)
+    drive = Drive(server)
+    body = {
+        "pickup": {"lat": PICKUP[0], "lon": PICKUP[1]},
+        "dropoff": {"lat": DROPOFF[0], "lon": DROPOFF[1]},
+        "promised_by": server.clock() + 630.0,  # "in 10 min" on the service clock
+    }
+    order = drive.ok(drive.customer_token, "POST", "/v1/orders", body)
+    page = pages.open(f"{server.url}/track/{order['id']}?token={drive.customer_token}")
+    page.wait_for_selector('body[data-status="placed"]', timeout=5_000)
+    assert re.search(r"\(in (9|10) min\)", page.inner_text("#promise")), page.inner_text("#promise")
+
+    ops = pages.open(f"{server.url}/ops?token={drive.ops_token}")
+    row = f'#orders tr[data-order="{order["id"]}"]'
+    ops.wait_for_selector(row, timeout=5_000)
+    margin = ops.get_attribute(f"{row} .badge", "title") or ""
+    assert re.fullmatch(r"(8|9|10) min to spare", margin), margin  # not "2 h 10 min"
+
+    # a second reading (GET /healthz with X-O2O-Clock, 6 s later) shows the rate
+    page.wait_for_function("() => Math.abs(window.o2oClock.rate - 10) < 1", timeout=10_000)
+    est = page.evaluate("() => window.o2oClock.now()")
+    assert abs(est - server.clock()) < 5.0  # seconds of the x10 clock
+
+    got = page.evaluate(SERVICE_CLOCK_CASES)
+    assert got["before"] == 5
+    assert got["early"] == [1, 1004]
+    assert got["fast"] == [10, 1110]
+    assert abs(got["slowed"] - 1) < 1e-9
+    assert got["back"] == [1, 501]
+    assert got["clamped"] == 3600

@@ -33,6 +33,131 @@ export class ApiError extends Error {
   }
 }
 
+// -- the service clock --------------------------------------------------------------------
+
+const RATE_MIN_SPAN_MS = 5000; // readings closer than this say nothing about the rate
+const RATE_WINDOW_MS = 180000; // the rate comes from readings at most this old
+const RATE_MIN = 0.1;
+const RATE_MAX = 3600;
+
+/**
+ * An estimate of the service's clock (epoch seconds), which may differ from the
+ * browser's: the phone's clock may be off, and under ``o2o demo`` the service clock runs
+ * ``--speed`` times faster. Readings come from snapshot frames (``now``) and from the
+ * ``X-O2O-Clock`` response header (the demo sends it); heartbeat frames carry wall time
+ * and are not readings. now() = the last reading + local time since x rate. The rate is 1
+ * until two readings at least 5 s apart show otherwise: measured from the oldest reading
+ * of the last 3 minutes, clamped to [0.1, 3600]. When the newest 5 s disagree with that by
+ * more than half (the service restarted with another clock), older readings are dropped;
+ * a clock that goes back (by more than 5 s) starts over at rate 1.
+ */
+export class ServiceClock {
+  constructor() {
+    this.readings = []; // [{server: s, local: ms}], oldest first
+    this.rate = 1;
+    this.count = 0;
+  }
+
+  /** A reading: the service clock said ``serverNow`` at local time ``localMs``. */
+  observe(serverNow, localMs = Date.now()) {
+    const server = Number(serverNow);
+    if (!Number.isFinite(server) || server <= 0 || !Number.isFinite(localMs)) return;
+    this.count += 1;
+    const prev = this.readings[this.readings.length - 1];
+    if (prev && (localMs < prev.local || server < prev.server - 5)) {
+      this.readings = []; // a clock went back
+      this.rate = 1;
+    } else if (prev && server <= prev.server) {
+      return; // answers that crossed on the way (the newer one is already in)
+    }
+    const r = this.readings;
+    r.push({ server, local: localMs });
+    while (r.length > 2 && localMs - r[1].local > RATE_WINDOW_MS) r.shift();
+    if (r.length > 200) r.splice(1, 1);
+    const rateFrom = (a) => (server - a.server) / ((localMs - a.local) / 1000);
+    const aged = r.filter((x) => localMs - x.local >= RATE_MIN_SPAN_MS);
+    if (!aged.length) return;
+    let rate = rateFrom(aged[0]);
+    const recent = aged[aged.length - 1];
+    if (recent !== aged[0]) {
+      const fresh = rateFrom(recent);
+      if (Math.abs(fresh / rate - 1) > 0.5) {
+        r.splice(0, r.indexOf(recent)); // the clock changed: measure from after the change
+        rate = fresh;
+      }
+    }
+    this.rate = Math.min(RATE_MAX, Math.max(RATE_MIN, rate));
+  }
+
+  /** The service clock now (epoch seconds); the browser's clock before any reading. */
+  now(localMs = Date.now()) {
+    const last = this.readings[this.readings.length - 1];
+    if (!last) return localMs / 1000;
+    return last.server + ((localMs - last.local) / 1000) * this.rate;
+  }
+}
+
+/** The page's estimate of the service clock (window.o2oClock in the page, for tests). */
+export const serviceClock = new ServiceClock();
+window.o2oClock = serviceClock;
+
+/** The service clock now, epoch seconds: use it for "in X min", lateness and ages. */
+export function serviceNow() {
+  return serviceClock.now();
+}
+
+function readClockHeader(res) {
+  const v = res.headers.get("X-O2O-Clock");
+  if (v) serviceClock.observe(parseFloat(v));
+  return Boolean(v);
+}
+
+/**
+ * Keep reading the service clock when the service sends it (``o2o demo``): GET /healthz
+ * now, after 6 s (a first rate), then every 30 s. A service without the header (a
+ * real-time one) is asked once; snapshots still give the offset.
+ */
+export function startClockSync({ firstMs = 6000, everyMs = 30000 } = {}) {
+  let n = 0;
+  const tick = async () => {
+    let sent = false;
+    try {
+      const res = await fetch("/healthz", { cache: "no-store" });
+      sent = readClockHeader(res);
+    } catch {
+      sent = true; // offline: try again later
+    }
+    n += 1;
+    if (sent) setTimeout(tick, n === 1 ? firstMs : everyMs);
+  };
+  tick();
+}
+
+/**
+ * Call ``fn`` about every ``serviceS`` seconds of the service clock (so relative times
+ * stay current under a fast demo clock), but not more often than every ``minMs``.
+ */
+export function everyServiceSeconds(fn, serviceS, minMs = 1000, maxMs = 30000) {
+  const next = () => {
+    const ms = Math.min(maxMs, Math.max(minMs, (serviceS * 1000) / serviceClock.rate));
+    setTimeout(() => {
+      fn();
+      next();
+    }, ms);
+  };
+  next();
+}
+
+/** "in 7 min" / "3 min ago" / "now", from the service clock. */
+export function relative(t, now = serviceNow()) {
+  if (t == null) return "";
+  const s = t - now;
+  if (Math.abs(s) < 30) return "now";
+  return s > 0 ? `in ${duration(s)}` : `${duration(-s)} ago`;
+}
+
+// -- REST -------------------------------------------------------------------------------
+
 /** fetch() with the bearer token; JSON in and out; problem documents become ApiError. */
 export async function api(path, { method = "GET", body, headers = {} } = {}) {
   const init = { method, headers: { Authorization: `Bearer ${token}`, ...headers } };
@@ -41,6 +166,7 @@ export async function api(path, { method = "GET", body, headers = {} } = {}) {
     init.body = JSON.stringify(body);
   }
   const res = await fetch(path, init);
+  readClockHeader(res);
   const type = res.headers.get("content-type") || "";
   const data = type.includes("json") ? await res.json().catch(() => null) : await res.text();
   if (!res.ok) throw new ApiError(res.status, typeof data === "object" ? data : { detail: data });

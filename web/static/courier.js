@@ -1,7 +1,9 @@
 // Courier view: /courier?token=...&courier=<id> (the id defaults to the token's subject).
 // Shift, the live route (WS /v1/couriers/{id}/route, acknowledged with {"type":"ack"}),
 // pickup/drop-off confirmations (with an override reason outside the geofence) and the
-// phone's GPS posted as observations.
+// phone's GPS posted as observations. ``&geo=off`` starts with location sharing off
+// (``o2o demo``: its driver posts this courier's fixes); the toggle turns it on and off.
+// While the page is not sharing it follows the service's position of the courier.
 import {
   ApiError,
   LiveSocket,
@@ -10,7 +12,10 @@ import {
   clock,
   el,
   params,
+  serviceClock,
+  serviceNow,
   showConnection,
+  startClockSync,
   token,
   tokenSubject,
 } from "./common.js";
@@ -20,6 +25,8 @@ const $ = (id) => document.getElementById(id);
 const courierId = params.get("courier") || tokenSubject(token) || "";
 const base = `/v1/couriers/${encodeURIComponent(courierId)}`;
 const FLUSH_MS = 2000;
+const FOLLOW_MS = 3000; // how often to read the service's position while not sharing
+const geoOff = params.get("geo") === "off";
 
 const state = {
   courier: null, // null: unknown to the service (never started a shift)
@@ -29,6 +36,7 @@ const state = {
   pendingAck: null,
   acked: null,
   sharing: false,
+  geoOff,
   watchId: null,
   buffer: [],
   posted: 0,
@@ -65,6 +73,7 @@ function setCourier(c) {
   if (p && !state.position) state.position = p;
   renderShift();
   renderMap();
+  if (!followTimer) follow();
 }
 
 function renderShift() {
@@ -124,14 +133,21 @@ function onState(s) {
 function onFrame(f) {
   switch (f.type) {
     case "snapshot":
+      serviceClock.observe(f.now);
       setCourier(f.courier);
-      setRoute(f.route.stops, f.id, false);
+      // The route's own id (the snapshot id stands in when its event is gone); no need to
+      // acknowledge again what was acknowledged before a reload.
+      if (f.acknowledged_route_id) {
+        state.acked = f.acknowledged_route_id;
+        document.body.dataset.acked = state.acked;
+      }
+      setRoute(f.route.stops, f.route_id || f.id, false);
       break;
     case "route":
       setRoute(f.stops, f.id, true);
       break;
     case "ack":
-      if (f.route_id === state.pendingAck) {
+      if (f.route_id === state.pendingAck || f.route_id === state.routeId) {
         state.acked = f.route_id;
         state.pendingAck = null;
         $("ack-row").hidden = true;
@@ -162,18 +178,18 @@ function onFrame(f) {
 function setRoute(stops, id, changed) {
   state.stops = stops || [];
   state.routeId = id;
-  if (state.stops.length && (changed || state.acked !== id)) {
-    state.pendingAck = id;
-    $("ack-row").hidden = false;
+  const asked = !$("ack-row").hidden;
+  const ask = state.stops.length > 0 && state.acked !== id;
+  state.pendingAck = ask ? id : null;
+  $("ack-row").hidden = !ask;
+  if (ask) {
+    const n = state.stops.length;
     announce(
       $("route-banner"),
-      changed
-        ? `New route: ${state.stops.length} stop${state.stops.length > 1 ? "s" : ""}. Please acknowledge.`
-        : "Please acknowledge your route.",
+      changed ? `New route: ${n} stop${n > 1 ? "s" : ""}. Please acknowledge.` : "Please acknowledge your route.",
     );
-  } else if (!state.stops.length) {
-    state.pendingAck = null;
-    $("ack-row").hidden = true;
+  } else if (asked) {
+    announce($("route-banner"), ""); // acknowledged meanwhile (another device, before a reload)
   }
   renderStops();
   renderMap(true);
@@ -181,7 +197,7 @@ function setRoute(stops, id, changed) {
 
 function acknowledge() {
   if (!state.pendingAck || !socket) return;
-  if (socket.send({ type: "ack", id: state.pendingAck })) {
+  if (socket.send({ type: "ack", id: state.pendingAck, route_id: state.pendingAck })) {
     announce($("route-banner"), "Acknowledging…");
   }
 }
@@ -269,8 +285,10 @@ function setSharing(on) {
     $("gps-state").textContent = "This browser cannot share its location.";
     state.sharing = false;
     $("share-location").checked = false;
+    follow();
     return;
   }
+  follow(); // while not sharing, the map follows the service's position instead
   if (on && state.watchId == null) {
     $("gps-state").textContent = "Waiting for a GPS fix…";
     state.watchId = navigator.geolocation.watchPosition(onFix, onFixError, {
@@ -285,10 +303,31 @@ function setSharing(on) {
   }
 }
 
+/** While not sharing, keep the map's "Me" where the service has the courier (o2o demo's
+ * driver posts the fixes; the courier websocket carries no positions). */
+let followTimer = 0;
+function follow() {
+  clearTimeout(followTimer);
+  followTimer = 0;
+  if (state.sharing || !state.courier || !state.courier.on_shift) return;
+  followTimer = setTimeout(async () => {
+    followTimer = 0;
+    if (state.sharing) return;
+    try {
+      const c = await api(base);
+      const p = positionOf(c);
+      if (p && !state.sharing) state.position = p;
+      setCourier(c);
+    } catch {
+      follow(); // try again later
+    }
+  }, FOLLOW_MS);
+}
+
 function onFix(pos) {
   const c = pos.coords;
   const obs = {
-    t: pos.timestamp / 1000,
+    t: serviceClock.now(pos.timestamp), // the fix's time on the service's clock
     kind: "gps",
     lat: c.latitude,
     lon: c.longitude,
@@ -328,7 +367,7 @@ async function flush() {
       renderMap();
     }
     $("gps-state").textContent =
-      `Location shared at ${clock(Date.now() / 1000)}` +
+      `Location shared at ${clock(serviceNow())}` +
       (out.position ? ` (± ${Math.round(out.position.radius_m)} m).` : ".");
   } catch (e) {
     if (!(e instanceof ApiError)) state.buffer.unshift(...batch); // offline: keep them
@@ -399,11 +438,18 @@ async function main() {
   $("end-shift").addEventListener("click", () => shift("end"));
   $("ack").addEventListener("click", acknowledge);
   $("share-location").addEventListener("change", (e) => setSharing(e.target.checked));
-  try {
-    const perm = await navigator.permissions.query({ name: "geolocation" });
-    if (perm.state === "granted") setSharing(true);
-  } catch {
-    /* no Permissions API: the courier turns sharing on */
+  startClockSync();
+  if (geoOff) {
+    // o2o demo: its driver posts this courier's fixes; the phone's would fight them.
+    document.body.dataset.geo = "off";
+    $("gps-state").textContent = "Location sharing is off for this link (geo=off).";
+  } else {
+    try {
+      const perm = await navigator.permissions.query({ name: "geolocation" });
+      if (perm.state === "granted") setSharing(true);
+    } catch {
+      /* no Permissions API: the courier turns sharing on */
+    }
   }
   renderShift();
   const mapReady = createMap($("map")).then((v) => {

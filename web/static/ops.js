@@ -1,7 +1,21 @@
 // Ops console: /ops?token=... (ops token). Fleet and open orders live from WS
 // /v1/ops/live, an H3 layer (demand, idle couriers, lateness) with h3-js, service zones,
 // open orders by risk of lateness, delay alerts, dispatch settings and what-if runs.
-import { ApiError, LiveSocket, announce, api, clock, duration, el, showConnection, token } from "./common.js";
+import {
+  ApiError,
+  LiveSocket,
+  announce,
+  api,
+  clock,
+  duration,
+  el,
+  everyServiceSeconds,
+  serviceClock,
+  serviceNow,
+  showConnection,
+  startClockSync,
+  token,
+} from "./common.js";
 import { createMap, loadH3 } from "./map.js";
 
 const $ = (id) => document.getElementById(id);
@@ -29,12 +43,14 @@ let socket = null;
 function onFrame(f) {
   switch (f.type) {
     case "snapshot":
+      serviceClock.observe(f.now);
       state.couriers = new Map(f.couriers.map((c) => [c.id, c]));
       state.positions = new Map(Object.entries(f.positions || {}));
       state.orders = new Map(f.orders.map((o) => [o.id, o]));
       state.routes.clear();
       state.etas.clear();
-      fetchRoutes();
+      // Every courier's current route (those with stops); live route frames follow.
+      for (const [id, r] of Object.entries(f.routes || {})) setRoute(id, r.stops || [], f.now || 0);
       break;
     case "order":
       if (["delivered", "cancelled"].includes(f.order.status)) {
@@ -83,25 +99,6 @@ function setRoute(courierId, stops, t) {
   }
 }
 
-/** The ops snapshot has no routes: read the ones of couriers holding open orders. */
-async function fetchRoutes() {
-  const ids = new Set([...state.orders.values()].map((o) => o.courier_id).filter(Boolean));
-  const queue = [...ids];
-  const worker = async () => {
-    while (queue.length) {
-      const id = queue.shift();
-      try {
-        const r = await api(`/v1/couriers/${encodeURIComponent(id)}/route`);
-        if (!state.routes.has(id)) setRoute(id, r.stops, 0);
-      } catch {
-        /* a courier gone meanwhile */
-      }
-    }
-    scheduleRender(true);
-  };
-  await Promise.all([worker(), worker(), worker(), worker()]);
-}
-
 // -- risk -------------------------------------------------------------------------------
 
 function risk(o, now) {
@@ -138,7 +135,7 @@ function renderNow() {
   lastRender = performance.now();
   const all = dirtyAll;
   dirtyAll = false;
-  const now = Date.now() / 1000;
+  const now = serviceNow(); // the service's clock (o2o demo runs it faster than the wall)
   const rows = [...state.orders.values()].map((o) => ({ o, r: risk(o, now) }));
   if (all) renderTable(rows);
   renderMarkers(rows, all);
@@ -433,7 +430,7 @@ async function saveSettings(ev) {
   try {
     state.settings = await api("/v1/dispatch/settings", { method: "PUT", body: formSettings() });
     await loadSettings();
-    $("settings-state").textContent = `Saved at ${clock(Date.now() / 1000)}.`;
+    $("settings-state").textContent = `Saved at ${clock(serviceNow())}.`;
   } catch (e) {
     const errs = e.body && e.body.errors ? ` ${JSON.stringify(e.body.errors)}` : "";
     $("settings-state").textContent = `Not saved: ${e.message}${errs}`;
@@ -596,7 +593,9 @@ async function main() {
   window.o2oOps.socket = socket;
   socket.start();
   loadSettings();
-  setInterval(() => scheduleRender(true), 15000); // lateness of unassigned orders grows
+  startClockSync();
+  // Lateness of unassigned orders grows: every 60 s of the service clock, 2-15 s of ours.
+  everyServiceSeconds(() => scheduleRender(true), 60, 2000, 15000);
 
   const [v, h] = await Promise.all([createMap($("map")), loadH3()]);
   h3 = h;

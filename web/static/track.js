@@ -1,6 +1,18 @@
 // Customer tracking page: /track/{order_id}?token=... (customer or share-link token).
 // Follows WS /v1/orders/{id}/track; resumes with last_event_id after a drop.
-import { LiveSocket, announce, clock, duration, showConnection, token } from "./common.js";
+import {
+  LiveSocket,
+  announce,
+  clock,
+  duration,
+  everyServiceSeconds,
+  relative,
+  serviceClock,
+  serviceNow,
+  showConnection,
+  startClockSync,
+  token,
+} from "./common.js";
 import { Glide, createMap, pinIcon } from "./map.js";
 
 const orderId = decodeURIComponent(location.pathname.replace(/\/+$/, "").split("/").pop());
@@ -48,10 +60,16 @@ function isOpen() {
 function onFrame(f) {
   switch (f.type) {
     case "snapshot":
+      serviceClock.observe(f.now);
       state.order = f.order;
       state.stops = f.stops || [];
       state.eta = f.eta || { pickup: null, dropoff: null };
       state.stopsBefore = f.stops_before ?? null;
+      // The last delay announced for the order (null: none, or the order is closed).
+      state.delay = f.delay || null;
+      if (state.delay && state.eta.dropoff == null) {
+        state.eta = { ...state.eta, dropoff: state.delay.dropoff_eta };
+      }
       if (f.courier) onPosition(f.courier);
       else state.courier = null;
       break;
@@ -257,15 +275,16 @@ function renderSummary() {
   $("order-label").textContent = `Order ${o.id}`;
   $("headline").textContent = HEADLINE[o.status] || o.status;
   document.body.dataset.status = o.status;
-  const now = Date.now() / 1000;
+  const now = serviceNow(); // the service's clock, not the phone's (o2o demo runs it faster)
   let running = false;
   if (o.status === "delivered") {
     $("eta").textContent = `Delivered at ${clock(o.delivered_at)}`;
   } else if (o.status === "cancelled") {
     $("eta").textContent = `Cancelled at ${clock(o.cancelled_at)}`;
   } else if (state.eta.dropoff) {
-    // A delay frame, or (opened after it) an ETA past the promise.
-    const lateBy = state.delay ? state.delay.delay_s : state.eta.dropoff - o.promised_by;
+    // How late the current ETA is against the promise (a delay's own figure without one).
+    const lateBy =
+      o.promised_by != null ? state.eta.dropoff - o.promised_by : state.delay ? state.delay.delay_s : 0;
     running = lateBy > 60;
     const late = running ? ` — running about ${duration(lateBy)} late` : "";
     const left = state.eta.dropoff - now;
@@ -275,7 +294,11 @@ function renderSummary() {
     $("eta").textContent = "Arrival time will show once a courier is assigned.";
   }
   $("eta").classList.toggle("late", running);
-  $("promise").textContent = o.promised_by ? `Promised by ${clock(o.promised_by)}` : "";
+  $("promise").textContent = !o.promised_by
+    ? ""
+    : isOpen()
+      ? `Promised by ${clock(o.promised_by)} (${relative(o.promised_by, now)})`
+      : `Promised by ${clock(o.promised_by)}`;
   const before = isOpen() && state.stopsBefore ? state.stopsBefore : 0;
   $("stops-before").textContent =
     before > 0 ? `Your courier has ${before} other stop${before > 1 ? "s" : ""} first.` : "";
@@ -328,7 +351,9 @@ async function main() {
     view.map.on("resize", () => follow && fit());
   }
   render();
-  setInterval(() => state.order && isOpen() && renderSummary(), 30000);
+  startClockSync();
+  // "in X min" stays current: every 30 s of the service clock (more often under a fast one).
+  everyServiceSeconds(() => state.order && isOpen() && renderSummary(), 30, 1000, 30000);
 }
 
 main();
