@@ -342,11 +342,13 @@ class CourierChannel:
             return {"type": "ack", "id": e.id, "route_id": p.get("route_id"), "ok": True}
         if e.type == "courier_updated":
             return {"type": "courier", "id": e.id, "courier": p["courier"]}
+        if e.type == "courier_position" and p.get("courier_id") == self.courier_id:
+            return {"type": "position", "id": e.id, **position_json(p)}
         return None
 
     async def receive(self, message: Any) -> Frame | None:
         if isinstance(message, dict) and message.get("type") == "ack":
-            rid = message.get("id")
+            rid = message.get("route_id", message.get("id"))
             if not isinstance(rid, str) or rid not in self.route_ids:
                 return _error("unknown_route", "ack must name the id of a route frame you got")
             await self.acknowledge(self.courier_id, rid)
@@ -389,6 +391,13 @@ class OpsChannel:
                 }
         orders = await self.store.list_orders(open_only=True)
         plan = await self.store.get_plan()
+        open_ids = {o.id for o in orders}
+        delays: dict[str, Frame] = {}
+        with contextlib.suppress(EventsTrimmed):
+            for e in await log.read_after(None, [OPS_TOPIC]):
+                oid = e.payload.get("order_id")
+                if e.type == "delay" and oid in open_ids:
+                    delays[str(oid)] = {"id": e.id, "t": e.t, **e.payload}
         routes = (
             {}
             if plan is None
@@ -400,6 +409,7 @@ class OpsChannel:
                 "id": cursor,
                 "now": self.clock(),
                 "routes": routes,
+                "delays": list(delays.values()),
                 "couriers": [courier_to_dict(c) for c in couriers],
                 "positions": positions,
                 "orders": [order_json(o) for o in orders],

@@ -208,7 +208,7 @@ def test_snapshots_carry_delay_routes_acks_and_the_service_clock() -> None:
         await store.events.append(
             Event(
                 "delay",
-                (order_topic("o1"),),
+                (order_topic("o1"), "ops"),
                 {"order_id": "o1", "dropoff_eta": 4000.0, "promised_by": 3600.0, "delay_s": 400.0},
                 2.0,
             )
@@ -227,5 +227,6 @@ def test_snapshots_carry_delay_routes_acks_and_the_service_clock() -> None:
         assert snap["acknowledged_route_id"] == route_id
         (snap,), _ = await OpsChannel(store, None, live.clock).opening(None)
         assert [s["order_id"] for s in snap["routes"]["c1"]["stops"]] == ["o1"]
+        assert [d["order_id"] for d in snap["delays"]] == ["o1"]
 
     asyncio.run(run())
