@@ -62,6 +62,7 @@ from geo.estimate import Estimate
 from tracking.channels import order_json, route_json
 from tracking.dispatch_loop import DispatchLoop, Leadership
 from tracking.errors import NotFound, TrackingError
+from tracking.events import MemoryEventLog
 from tracking.hub import ChannelLimits, Hub
 from tracking.live import (
     Forbidden,
@@ -281,14 +282,23 @@ class BodyLimit:
 
 
 def _build_store(settings: Settings) -> tuple[StateStore, Leadership | None, str]:
+    maxlen, topic_maxlen = settings.events_maxlen, settings.topic_maxlen
     if settings.store == "memory":
-        return MemoryStore(), None, "memory"
+        log_ = MemoryEventLog(maxlen=maxlen, topic_maxlen=topic_maxlen)
+        return MemoryStore(log=log_), None, "memory"
     if settings.store.startswith(("redis://", "rediss://", "unix://")):
+        from redis.asyncio import Redis
+
+        from tracking.redis_events import RedisEventLog
         from tracking.redis_leader import RedisLeadership
         from tracking.redis_store import RedisStore
 
-        store = RedisStore.from_url(settings.store, prefix=settings.redis_prefix)
-        return store, RedisLeadership(store.client, prefix=settings.redis_prefix), "redis"
+        client = Redis.from_url(settings.store)
+        log = RedisEventLog(
+            client, prefix=settings.redis_prefix, maxlen=maxlen, topic_maxlen=topic_maxlen
+        )
+        store = RedisStore(client, prefix=settings.redis_prefix, log=log, owns_client=True)
+        return store, RedisLeadership(client, prefix=settings.redis_prefix), "redis"
     raise ValueError(f"--store must be 'memory' or a redis:// URL, got {settings.store!r}")
 
 

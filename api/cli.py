@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from api.cli_bench_tracking import register as register_tracking_bench
 from api.cli_demo import register as register_demo_command
 from api.cli_serve import register as register_service_commands
 from api.cli_sim import register as register_simulation_commands
@@ -32,6 +33,7 @@ app.add_typer(bench_app, name="bench")
 register_simulation_commands(app, bench_app)
 register_service_commands(app)
 register_demo_command(app)
+register_tracking_bench(bench_app)
 
 
 def _fail(message: str) -> NoReturn:

@@ -18,6 +18,13 @@ class Settings(BaseSettings):
     store: str = "memory"
     """``memory`` (one process) or a ``redis://`` URL (several workers, durable)."""
     redis_prefix: str = "o2o"
+    events_maxlen: int = Field(100_000, gt=0)
+    """Events kept in the global stream (resume window for the hub)."""
+    topic_maxlen: int = Field(100, gt=0)
+    """Events kept per topic (order, courier, area). Couriers' topics carry their 1 Hz
+    positions, so with thousands of couriers a deep per-topic history costs gigabytes;
+    an order's whole life fits in far fewer, and a client that falls further behind
+    re-syncs from a snapshot."""
     dispatch: bool = True
     """Run the dispatcher in this service (one worker leads at a time)."""
     max_body_bytes: int = Field(1_000_000, gt=0)

@@ -1,0 +1,65 @@
+"""Smoke run of ``o2o bench tracking``: real service processes (memory store, and Redis
+with 2 workers), real couriers over HTTP and customers over websockets, small sizes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from benchmarks.tracking_bench import RunConfig, parse_configs, run
+
+REQUIRED = {
+    "store",
+    "workers",
+    "couriers",
+    "watchers",
+    "obs_per_s",
+    "latency_ms",
+    "status_sent",
+    "status_received",
+    "errors",
+}
+
+
+def test_parse_configs() -> None:
+    assert parse_configs("memory:1, redis:2") == [RunConfig("memory", 1), RunConfig("redis", 2)]
+    assert parse_configs("redis") == [RunConfig("redis", 1)]
+    for bad in ("", "memory:2", "mongo:1", "redis:0", "redis:x"):
+        with pytest.raises(ValueError):
+            parse_configs(bad)
+
+
+def test_tracking_bench_smoke() -> None:
+    result = run(
+        "memory:1,redis:2", couriers=20, watchers=40, duration_s=5.0, clients=1, deliveries=0.25
+    )
+    json.dumps(result)  # one JSON object
+    assert [(r["store"], r["workers"]) for r in result["runs"]] == [("memory", 1), ("redis", 2)]
+    assert result["machine"]["nproc"] >= 1
+    for r in result["runs"]:
+        assert set(r) >= REQUIRED
+        assert set(r["latency_ms"]) == {"p50", "p99"}
+        assert (r["couriers"], r["watchers"]) == (20, 40)
+        assert r["errors"] == 0, r["error_kinds"]
+        assert r["obs_per_s"] > 0
+        assert r["watchers_connected"] == 40
+        assert r["status_sent"] > 0  # at least the confirmations and assignments
+        assert r["status_sent"] == r["status_received"]
+        assert r["status_lost"] == r["status_unverified"] == 0
+        assert r["confirmations"].get("pickup_ok", 0) > 0
+        assert r["foreign_positions"] == 0
+        p50, p99 = r["latency_ms"]["p50"], r["latency_ms"]["p99"]
+        assert p50 is not None and p99 is not None and 0 < p50 <= p99
+
+
+def test_cli_rejects_bad_configs() -> None:
+    import typer
+
+    from api.cli_bench_tracking import register
+
+    app = typer.Typer()
+    register(app)
+    out = CliRunner().invoke(app, ["--configs", "memory:3", "--json"])
+    assert out.exit_code == 2
