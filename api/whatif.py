@@ -62,7 +62,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.app import Caller, Services, Svc, principal, require, services
+from api.app import Caller, Services, Svc, app_services, principal, require
 from api.auth import Principal
 from api.problems import MEDIA_TYPE, Problem, problem_body
 from dispatch.dispatcher import Dispatcher, DispatchSettings
@@ -626,7 +626,7 @@ def runner_of(request: Request) -> WhatIfRunner:
     return r
 
 
-def report_caller(
+async def report_caller(
     request: Request,
     token: Annotated[
         str | None, Query(description="Bearer token, for opening the report in a browser")
@@ -634,8 +634,8 @@ def report_caller(
     authorization: Annotated[str | None, Header(description="Bearer token")] = None,
 ) -> Principal:
     if token:
-        return services(request).principal(token)
-    return principal(request, authorization)
+        return app_services(request).principal(token)
+    return await principal(request, authorization)
 
 
 WHATIF_RESPONSES: dict[int | str, dict[str, Any]] = {
