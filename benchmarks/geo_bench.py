@@ -12,6 +12,9 @@ Baselines, scored at the same instants:
   kind with the smallest reported uncertainty among those still fresh.
 * ``oracle_single``: the latest fresh fix with the smallest *true* error (an oracle no
   real system has; listed to show the head-room).
+
+``by_phase`` breaks the fused error and calibration down by what the courier truly
+did (driving, walking, waiting at a counter, indoors, ...), beside the best single source.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from geo.estimate import R68_PER_SIGMA, R95_PER_SIGMA, Estimate, PositionFix
 from geo.fusion import FusionConfig, FusionEngine
 from geo.observations import observation_from_dict
 from geo.sources.base import Unlocatable
-from geo.synthetic import Trace, World, make_world, simulate_day
+from geo.synthetic import PHASES, Trace, TruthTrack, World, make_world, simulate_day
 from geo.zones import Geofence, GeofenceMonitor
 
 FRESH_S = {"gps": 2.0, "beacon": 3.0, "wifi": 12.0, "cell": 40.0}
@@ -66,6 +69,40 @@ def _source_summary(rows: Any, sigma: Any) -> dict[str, float]:
     }
 
 
+def _phase_at(track: TruthTrack, t: float) -> str:
+    """What the courier was doing at ``t`` (one of :data:`geo.synthetic.PHASES`)."""
+    i = max(0, int(np.searchsorted(track.t, t, side="right")) - 1)
+    return str(track.phase[i])
+
+
+def _by_phase(
+    phase: Any, err: Any, r68: Any, r95: Any, has_bs: Any, bs_err: Any
+) -> dict[str, dict[str, float]]:
+    """Fused error and calibration per true activity, beside the best single source.
+
+    ``share`` is the phase's share of all scored estimates; ``best_single_median_m``
+    is over the estimates of that phase for which a fresh single fix existed.
+    """
+    bs_full = np.full(err.shape, np.nan)
+    bs_full[has_bs] = bs_err
+    out: dict[str, dict[str, float]] = {}
+    for name in PHASES:
+        m = phase == name
+        if not m.any():
+            continue
+        bs = bs_full[m]
+        bs = bs[~np.isnan(bs)]
+        out[name] = {
+            "share": round(float(m.mean()), 4),
+            "fused_median_m": round(float(np.median(err[m])), 2),
+            "fused_p95_m": round(float(np.percentile(err[m], 95)), 2),
+            "best_single_median_m": round(float(np.median(bs)), 2) if bs.size else math.nan,
+            "r68": round(float(np.mean((err <= r68)[m])), 4),
+            "r95": round(float(np.mean((err <= r95)[m])), 4),
+        }
+    return out
+
+
 def score_trace(world: World, trace: Trace, config: FusionConfig | None = None) -> dict[str, Any]:
     """Fuse the trace and score every estimate and the baselines against the truth."""
     engine = FusionEngine(world.registry(), config)
@@ -80,6 +117,7 @@ def score_trace(world: World, trace: Trace, config: FusionConfig | None = None) 
 
     fused: list[Estimate] = []
     truth_rows: list[tuple[float, float, bool, str]] = []
+    phases: list[str] = []
     best_single: list[tuple[float, float]] = []
     oracle_single: list[float] = []
     gps_fix: list[tuple[float, float, float, float]] = []
@@ -100,6 +138,7 @@ def score_trace(world: World, trace: Trace, config: FusionConfig | None = None) 
         tlat, tlon, tindoor, tcounter = track.at(result.t)
         fused.append(result)
         truth_rows.append((tlat, tlon, tindoor, tcounter))
+        phases.append(_phase_at(track, result.t))
         # The single-source baselines see the same accepted observation.
         try:
             fix: PositionFix | None = engine.sources[obs.kind].locate(obs)
@@ -184,6 +223,7 @@ def score_trace(world: World, trace: Trace, config: FusionConfig | None = None) 
             "r68_indoor": round(float(np.mean((err <= r68)[indoor])), 4),
             "r95_indoor": round(float(np.mean((err <= r95)[indoor])), 4),
         },
+        "by_phase": _by_phase(np.array(phases), err, r68, r95, has_bs, bs_err),
         "h3_hit_rate_res10": round(float(cells_hit), 4),
         "geofence": {
             "precision": round(counter_tp / max(1, counter_tp + counter_fp), 4),

@@ -30,7 +30,9 @@ class PositionFix:
     ``sigma`` is the per-axis 1-sigma in metres. ``near`` names the station the device
     is next to when the source is a proximity source (a beacon at a pickup counter).
     ``indoor`` is the source's own hint (beacons are indoors; a weak GPS fix suggests
-    indoors), ``None`` when it has no opinion.
+    indoors), ``None`` when it has no opinion. ``range_m`` is set by proximity fixes
+    (one beacon heard): the fix is the station's position and the device is on a ring of
+    about this RSSI-implied radius around it.
     """
 
     lat: float
@@ -42,6 +44,7 @@ class PositionFix:
     excluded: tuple[str, ...] = ()
     near: str | None = None
     indoor: bool | None = None
+    range_m: float | None = None
 
     @property
     def radius68(self) -> float:

@@ -132,6 +132,7 @@ class BeaconSource:
             )
         kept, dropped = split
         nearest = min(kept, key=lambda s: s.d)
+        ring: float | None = None
         if len(kept) >= 3:
             x, y, _v = weighted_centroid(kept)
             x, y, cxx, cxy, cyy, chi2 = solve_log_distance(
@@ -149,6 +150,7 @@ class BeaconSource:
             # (counters are approached on purpose: no uniform-area prior here).
             q68 = nearest.d * math.exp(_Z68 * nearest.ln_sd)
             x, y, var = nearest.x, nearest.y, (q68 / R68_PER_SIGMA) ** 2 + nearest.s2
+            ring = nearest.d
         sigma = math.sqrt(var + self.min_sigma2)
         return PositionFix(
             lat0 + y / M_PER_DEG,
@@ -160,4 +162,5 @@ class BeaconSource:
             excluded=tuple(s.id for s in dropped),
             near=nearest.id if nearest.reach(self.near_z) <= self.proximity_m else None,
             indoor=True,
+            range_m=ring,
         )
