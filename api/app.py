@@ -295,13 +295,18 @@ def _build_store(settings: Settings) -> tuple[StateStore, Leadership | None, str
         log_ = MemoryEventLog(maxlen=maxlen, topic_maxlen=topic_maxlen)
         return MemoryStore(log=log_), None, "memory"
     if settings.store.startswith(("redis://", "rediss://", "unix://")):
-        from redis.asyncio import Redis
+        from redis.asyncio import BlockingConnectionPool, Redis
 
         from tracking.redis_events import RedisEventLog
         from tracking.redis_leader import RedisLeadership
         from tracking.redis_store import RedisStore
 
-        client = Redis.from_url(settings.store)
+        # A blocking pool: under load a request waits (up to 5 s) for a free connection
+        # instead of failing with "Too many connections" (which the bench saw as 503s).
+        pool = BlockingConnectionPool.from_url(
+            settings.store, max_connections=settings.redis_connections, timeout=5.0
+        )
+        client = Redis(connection_pool=pool)
         log = RedisEventLog(
             client, prefix=settings.redis_prefix, maxlen=maxlen, topic_maxlen=topic_maxlen
         )

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from api.auth import AuthError
 from dispatch.model import DispatchError, IllegalTransition, UnknownId
@@ -159,6 +160,12 @@ def install(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(request, 500, "internal_error", "unexpected server error")
 
+    async def gone(request: Request, exc: Exception) -> JSONResponse:
+        # The client hung up mid-body: nobody will read an answer, and it is not a
+        # server fault (no 5xx, no error log).
+        return problem_response(request, 400, "client_disconnected", "the client went away")
+
+    app.add_exception_handler(ClientDisconnect, gone)
     for cls in (TrackingError, DispatchError, GeoError, AuthError):
         app.add_exception_handler(cls, domain)
     app.add_exception_handler(Problem, problem)

@@ -18,6 +18,8 @@ class Settings(BaseSettings):
     store: str = "memory"
     """``memory`` (one process) or a ``redis://`` URL (several workers, durable)."""
     redis_prefix: str = "o2o"
+    redis_connections: int = Field(64, gt=0)
+    """Redis connections per worker; requests wait for a free one rather than fail."""
     events_maxlen: int = Field(100_000, gt=0)
     """Events kept in the global stream (resume window for the hub)."""
     topic_maxlen: int = Field(100, gt=0)
