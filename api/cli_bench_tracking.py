@@ -60,6 +60,10 @@ def bench_tracking(
         bool, typer.Option(help="permessage-deflate on the websockets, as browsers do")
     ] = True,
     appendfsync: Annotated[str, typer.Option(help="Redis AOF fsync policy")] = "always",
+    redis_max_connections: Annotated[
+        int | None,
+        typer.Option(min=1, help="the service's Redis pool size per worker [default: redis-py's]"),
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of the city and the schedules")] = 0,
     smoke: Annotated[
         bool, typer.Option(help="small sizes (20 couriers, 40 watchers, 5 s) unless given")
@@ -109,6 +113,7 @@ def bench_tracking(
             appendfsync=appendfsync,
             seed=seed,
             work_dir=work_dir,
+            redis_max_connections=redis_max_connections,
             progress=progress,
         )
     except (RuntimeError, ValueError) as e:

@@ -617,6 +617,7 @@ class LoadClient:
         self.t1 = math.inf
         self.closing = False
         self.stop_couriers = False
+        self.service_down = False
         self.pool = HttpPool(self.host, self.port, int(spec.get("pool", 32)))
         self.connect_gate = asyncio.Semaphore(int(spec.get("setup_concurrency", 32)))
         self._courier_token_cache: dict[str, str] = {}
@@ -800,7 +801,12 @@ class LoadClient:
         """Status event ids in the log since the first snapshot (replayed by the service),
         the id the replay ends at (None: the order is over, nothing can follow), and
         whether the replay could be read (a failed replay is an error, and retried)."""
+        ids: set[str] = set()
+        cutoff: str | None = None
+        ok = False
         for attempt in range(4):
+            if self.service_down:
+                break
             ids, cutoff, ok = await self._verify_once(w)
             if ok:
                 break
@@ -841,6 +847,10 @@ class LoadClient:
                     elif kind in ("snapshot", "error"):
                         self.k.error(f"verify_{kind}")
                         return ids, cutoff, False
+        except ConnectionRefusedError:
+            self.service_down = True  # nothing listens any more: no point retrying
+            self.k.error("verify_refused")
+            return ids, cutoff, False
         except (ConnectionClosed, OSError, TimeoutError, InvalidHandshake):
             self.k.error("verify_connection")
             return ids, cutoff, False
@@ -1098,6 +1108,7 @@ def run_one(
     seed: int = 0,
     setup_timeout_s: float = 600.0,
     work_dir: Path | None = None,
+    redis_max_connections: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """One configuration end to end; the ``runs`` entry (see module docstring)."""
@@ -1120,6 +1131,8 @@ def run_one(
         if config.store == "redis":
             store_url, redis_pgid = stack.enter_context(redis_server(folder, appendfsync))
             pgids["redis"].append(redis_pgid)
+            if redis_max_connections is not None:  # redis-py reads pool options from the URL
+                store_url += f"?max_connections={redis_max_connections}"
         svc = stack.enter_context(
             service(folder, store_url, config.workers, secret, position_interval_s)
         )
@@ -1188,6 +1201,7 @@ def run_one(
         position_interval_s=position_interval_s,
         compression=compression,
         appendfsync=appendfsync if config.store == "redis" else None,
+        redis_max_connections=redis_max_connections if config.store == "redis" else None,
         setup_s=setup_s,
         open_orders=open_orders,
         cpu={k: round(cpu1[k] - cpu0[k], 1) for k in cpu0},
@@ -1213,6 +1227,7 @@ def _summarise(
     cpu: dict[str, float],
     load_avg: list[float],
     failed: str | None = None,
+    redis_max_connections: int | None = None,
 ) -> dict[str, Any]:
     errors: Counter[str] = Counter()
     confirm: Counter[str] = Counter()
@@ -1284,6 +1299,7 @@ def _summarise(
         "clients": clients,
         "ws_compression": compression,
         "redis_appendfsync": appendfsync,
+        "redis_max_connections": redis_max_connections,
         "failed": failed,
     }
 
@@ -1316,6 +1332,7 @@ def run(
     seed: int = 0,
     setup_timeout_s: float = 600.0,
     work_dir: Path | None = None,
+    redis_max_connections: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The whole benchmark: one ``runs`` entry per configuration, plus the machine."""
@@ -1344,9 +1361,12 @@ def run(
                 seed=seed,
                 setup_timeout_s=setup_timeout_s,
                 work_dir=work_dir,
+                redis_max_connections=redis_max_connections,
                 progress=progress,
             )
         )
+        if progress is not None:  # each run as soon as it is known
+            progress(f"{cfg.label}: result {json.dumps(runs[-1])}")
     machine["load_avg_after"] = _load_avg()
     return {"runs": runs, "machine": machine, "notes": NOTES}
 
