@@ -62,7 +62,7 @@ def bench_tracking(
     appendfsync: Annotated[str, typer.Option(help="Redis AOF fsync policy")] = "always",
     redis_max_connections: Annotated[
         int | None,
-        typer.Option(min=1, help="the service's Redis pool size per worker [default: redis-py's]"),
+        typer.Option(min=1, help="the service's Redis pool per worker [default: 64]"),
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the city and the schedules")] = 0,
     smoke: Annotated[
