@@ -485,7 +485,11 @@ def _run(
         params.first_solution_strategy = _FSS.EVALUATOR_STRATEGY
     r.CloseModelWithParameters(params)
     if trace is not None:
-        r.AddAtSolutionCallback(lambda: trace.record(int(r.CostVar().Min())))
+        # The callback must not reference ``r``: the model owns the callback, so a
+        # closure over its Python proxy is a cycle through C++ that no garbage
+        # collector sees, and every solve's model (hundreds of MB) would stay alive.
+        cost = r.CostVar()
+        r.AddAtSolutionCallback(lambda: trace.record(int(cost.Min())))
     init = model.routes_to_assignment(start) if start is not None and not ils_warm else None
     if init is not None:
         # OR-Tools' ILS has no warm start from an assignment: plain local search.

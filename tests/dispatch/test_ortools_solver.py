@@ -6,6 +6,7 @@ on a line (``x`` positions); travel time = distance = |x_i - x_j|, service 0 unl
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -316,3 +317,18 @@ def test_fleet_phases_from_scratch_match_the_single_ils_run() -> None:
     accounted(problem, phased)
     assert not phased.dropped and phased.vehicles_used == 1
     assert phased.objective.total <= single.objective.total
+
+
+def _live_routing_models() -> int:
+    gc.collect()
+    return sum(type(o).__name__ == "RoutingModel" for o in gc.get_objects())
+
+
+@pytest.mark.parametrize("initial", [None, [[2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13]]])
+def test_models_are_freed_after_solving(initial: list[list[int]] | None) -> None:
+    # A model the garbage collector cannot free keeps its native memory (hundreds of MB
+    # for a city-sized re-plan) for the life of the process: the live service died of it.
+    before = _live_routing_models()
+    for _ in range(3):
+        solve(_six_requests(initial), T, solution_limit=50)
+    assert _live_routing_models() == before
