@@ -6,8 +6,9 @@ Each connection authenticates (``?token=`` since browsers cannot set headers, or
 pings). Refusals close with a clear code: 4401 bad token (and when the token expires
 while connected: a share link reads only until it expires), 4403 not yours, 4404 unknown,
 4400 bad ``last_event_id`` (malformed, or ahead of the log), 4408 fell behind (reconnect
-with ``last_event_id``), 1012 server restarting, 1008 too many malformed frames (each
-malformed frame, binary ones included, is answered with an ``error`` frame first).
+with ``last_event_id``), 1012 server restarting, 1013 store unavailable (retry), 1008
+too many malformed frames (each malformed frame, binary ones included, is answered with
+an ``error`` frame first).
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from api.app import Services, can_see
 from api.auth import AuthError, Principal
 from tracking.channels import CourierChannel, OpsChannel, OrderChannel
-from tracking.errors import BadEventId, NotFound, TrackingError
+from tracking.errors import BadEventId, NotFound, TrackingError, Unavailable
 from tracking.events import cell_topic, parse_event_id
 from tracking.hub import (
     CLOSE_BAD_REQUEST,
     CLOSE_FORBIDDEN,
     CLOSE_NOT_FOUND,
     CLOSE_POLICY,
+    CLOSE_TRY_AGAIN,
     CLOSE_UNAUTHORIZED,
     Channel,
     ChannelClosed,
@@ -64,6 +66,20 @@ async def _close(ws: WebSocket, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
             await ws.send_json({"type": "error", "code": code, "reason": reason})
             await ws.close(code, reason[:120])
+
+
+async def _close_for(ws: WebSocket, e: TrackingError, not_found: str) -> None:
+    """Close for a store error: only a real miss says "unknown"; a store that cannot
+    answer says "try again later" (1013), so clients retry instead of giving up."""
+    if isinstance(e, NotFound):
+        await _close(ws, CLOSE_NOT_FOUND, not_found)
+    elif isinstance(e, Unavailable):
+        await _close(ws, CLOSE_TRY_AGAIN, "service busy or store unavailable; reconnect")
+    elif isinstance(e, BadEventId):
+        await _close(ws, CLOSE_BAD_REQUEST, e.reason)
+    else:
+        log.error("websocket store error: %r", e)
+        await _close(ws, 1011, e.reason)
 
 
 async def _open(ws: WebSocket, token: str | None) -> tuple[Services, Principal] | None:
@@ -162,12 +178,8 @@ async def _run(
             if isinstance(exc, ChannelClosed):
                 svc.metrics.ws_closed.labels(str(exc.code)).inc()
                 await _close(ws, exc.code, exc.reason)
-            elif isinstance(exc, NotFound):
-                await _close(ws, CLOSE_NOT_FOUND, str(exc))
             elif isinstance(exc, TrackingError):
-                await _close(
-                    ws, 1011 if exc.reason != "bad_event_id" else CLOSE_BAD_REQUEST, exc.reason
-                )
+                await _close_for(ws, exc, str(exc))
             elif isinstance(exc, WebSocketDisconnect | RuntimeError) or exc is None:
                 pass
             else:
@@ -193,8 +205,8 @@ def register(app: FastAPI) -> None:
         svc, p = opened
         try:
             order = await svc.store.get_order(order_id)
-        except TrackingError:
-            await _close(ws, CLOSE_NOT_FOUND, "unknown order")
+        except TrackingError as e:
+            await _close_for(ws, e, "unknown order")
             return
         if not can_see(p, order) or p.role == "courier":
             await _close(ws, CLOSE_FORBIDDEN, "not your order")
@@ -217,8 +229,8 @@ def register(app: FastAPI) -> None:
             return
         try:
             await svc.store.get_courier(courier_id)
-        except TrackingError:
-            await _close(ws, CLOSE_NOT_FOUND, "unknown courier: start a shift first")
+        except TrackingError as e:
+            await _close_for(ws, e, "unknown courier: start a shift first")
             return
         channel = CourierChannel(svc.store, courier_id, svc.live.acknowledge_route, svc.live.clock)
         await _run(ws, svc, p, channel, last_event_id, "courier")

@@ -40,6 +40,7 @@ CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008
 """Too many malformed frames from the client."""
 CLOSE_RESTART = 1012
+CLOSE_TRY_AGAIN = 1013
 """The server is shutting down: reconnect (to another worker) with last_event_id."""
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
@@ -251,7 +252,13 @@ async def serve_channel(
         for opening in frames:
             await push(opening)
         sent: IdKey = parse_event_id(cursor)
-        last_position = -math.inf
+        # Positions are paced by a virtual schedule (GCRA): each frame books the next
+        # slot one interval after the later of its own slot and now, and a fix may go
+        # up to half an interval early. A courier posting at the interval with jitter
+        # is forwarded at once; pacing by the last *send* time instead ratchets (every
+        # fix that arrives a little early waits, pushing the phase later for good).
+        slot = -math.inf
+        early = lim.position_interval_s / 2
         last_frame = time.monotonic()
         while True:
             if sub.overflowed == "restart":
@@ -271,10 +278,10 @@ async def serve_channel(
                     await push(f)
                     last_frame = time.monotonic()
             now = time.monotonic()
-            if sub.positions and now - last_position >= lim.position_interval_s:
+            if sub.positions and now >= slot - early:
                 batch = sorted(sub.positions.values(), key=lambda e: parse_event_id(e.id or "0-0"))
                 sub.positions.clear()
-                last_position = now
+                slot = max(slot, now) + lim.position_interval_s
                 for pe in batch:
                     f = channel.frame(pe)
                     if f is not None:
@@ -286,7 +293,7 @@ async def serve_channel(
                 last_frame = time.monotonic()
             wait = lim.heartbeat_s - (now - last_frame)
             if sub.positions:
-                wait = min(wait, lim.position_interval_s - (now - last_position))
+                wait = min(wait, slot - early - now)
             sub.wake.clear()
             if sub.queue or sub.overflowed:
                 continue

@@ -336,3 +336,40 @@ def test_killed_worker_clients_resume_on_the_other(
     finally:
         ops.close()
         stop_process(srv.proc)  # type: ignore[arg-type]
+
+
+def test_track_while_redis_is_down_says_retry_not_unknown(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A customer opening their tracking socket while the store is down must be told to
+    retry (1013), never that their order does not exist (4404); once Redis is back the
+    same socket URL serves the snapshot."""
+    srv = start_serve_process(tmp_path, "--store", redis_server.url)
+    cust = token("customer", "bob")
+    try:
+        with srv.client(cust) as http:
+            r = http.post("/v1/orders", json=ORDER, headers={"Idempotency-Key": "k-down"})
+            assert r.status_code == 201, r.text
+            oid = r.json()["id"]
+        url = f"{srv.ws}/v1/orders/{oid}/track?token={cust}"
+
+        async def first_frame() -> dict[str, Any] | int:
+            try:
+                async with websockets.connect(url, open_timeout=10) as ws:
+                    while True:  # a refusal comes as an error frame, then the close
+                        f = dict(json.loads(await asyncio.wait_for(ws.recv(), 15)))
+                        if f["type"] != "error":
+                            return f
+            except websockets.ConnectionClosed as e:
+                return e.rcvd.code if e.rcvd is not None else -1
+
+        redis_server.kill()
+        assert asyncio.run(first_frame()) == 1013
+        redis_server.start()
+        deadline = time.monotonic() + 20
+        while (got := asyncio.run(first_frame())) == 1013 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert isinstance(got, dict) and got["type"] == "snapshot", got
+    finally:
+        assert srv.proc is not None
+        stop_process(srv.proc)

@@ -100,6 +100,44 @@ def test_statuses_all_arrive_in_order_and_positions_are_coalesced() -> None:
     asyncio.run(run())
 
 
+def test_position_pacing_recovers_after_a_late_fix() -> None:
+    # A courier posting exactly at the coalescing interval: after one late fix (a stall)
+    # the following on-time fixes must again go out at once, not a stall later forever.
+    interval = 0.2
+
+    async def run() -> None:
+        store = MemoryStore()
+        await store.put_order(_order())
+        hub = Hub(store.events)
+        hub.start()
+        received: dict[float, float] = {}
+
+        async def send(frame: Frame) -> None:
+            if frame["type"] == "position":
+                received[frame["t"]] = time.monotonic()
+
+        limits = ChannelLimits(position_interval_s=interval, heartbeat_s=60)
+        task = asyncio.create_task(
+            serve_channel(hub, OrderChannel(store, "o1"), send, limits=limits)
+        )
+        await asyncio.sleep(0.2)
+        posted: dict[float, float] = {}
+        t0 = time.monotonic()
+        for i in range(14):
+            due = t0 + i * interval + (0.15 if i == 4 else 0.0)
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            posted[float(i)] = time.monotonic()
+            await store.events.append(_position("c1", float(i)))
+        await asyncio.sleep(interval)
+        task.cancel()
+        await hub.stop()
+        delays = [received[t] - posted[t] for t in sorted(posted) if t >= 8 and t in received]
+        assert len(delays) == 6, sorted(received)
+        assert max(delays) < 0.08, delays
+
+    asyncio.run(run())
+
+
 def test_slow_consumer_is_closed_without_slowing_others() -> None:
     async def run() -> None:
         store = MemoryStore()
