@@ -62,7 +62,7 @@ from geo.estimate import Estimate
 from tracking.channels import order_json, route_json
 from tracking.dispatch_loop import DispatchLoop, Leadership
 from tracking.errors import NotFound, TrackingError
-from tracking.events import MemoryEventLog
+from tracking.events import EventLog, MemoryEventLog
 from tracking.hub import ChannelLimits, Hub
 from tracking.live import (
     Forbidden,
@@ -289,11 +289,25 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def _build_store(settings: Settings) -> tuple[StateStore, Leadership | None, str]:
+@dataclass
+class _Backend:
+    """The store, plus what must not wait behind requests for a pooled connection: the
+    log readers (the hub's fan-out, the dispatcher's feed) and the leader lease. With
+    one shared pool, a burst of requests starved them: the fan-out to every socket
+    stopped and the lease lapsed, so the dispatcher was rebuilt mid-load."""
+
+    store: StateStore
+    reader_log: EventLog
+    leadership: Leadership | None
+    kind: str
+    extra: Any = None  # a second Redis client, closed with the store
+
+
+def _build_store(settings: Settings) -> _Backend:
     maxlen, topic_maxlen = settings.events_maxlen, settings.topic_maxlen
     if settings.store == "memory":
         log_ = MemoryEventLog(maxlen=maxlen, topic_maxlen=topic_maxlen)
-        return MemoryStore(log=log_), None, "memory"
+        return _Backend(MemoryStore(log=log_), log_, None, "memory")
     if settings.store.startswith(("redis://", "rediss://", "unix://")):
         from redis.asyncio import BlockingConnectionPool, Redis
 
@@ -301,17 +315,25 @@ def _build_store(settings: Settings) -> tuple[StateStore, Leadership | None, str
         from tracking.redis_leader import RedisLeadership
         from tracking.redis_store import RedisStore
 
-        # A blocking pool: under load a request waits (up to 5 s) for a free connection
-        # instead of failing with "Too many connections" (which the bench saw as 503s).
-        pool = BlockingConnectionPool.from_url(
-            settings.store, max_connections=settings.redis_connections, timeout=5.0
+        def client(max_connections: int) -> Redis:
+            # Blocking pools: under load a caller waits (up to 5 s) for a free
+            # connection instead of failing with "Too many connections".
+            pool = BlockingConnectionPool.from_url(
+                settings.store, max_connections=max_connections, timeout=5.0
+            )
+            return Redis(connection_pool=pool)
+
+        requests, control = client(settings.redis_connections), client(4)
+        prefix = settings.redis_prefix
+        log = RedisEventLog(requests, prefix=prefix, maxlen=maxlen, topic_maxlen=topic_maxlen)
+        reader = RedisEventLog(control, prefix=prefix, maxlen=maxlen, topic_maxlen=topic_maxlen)
+        return _Backend(
+            RedisStore(requests, prefix=prefix, log=log, owns_client=True),
+            reader,
+            RedisLeadership(control, prefix=prefix),
+            "redis",
+            control,
         )
-        client = Redis(connection_pool=pool)
-        log = RedisEventLog(
-            client, prefix=settings.redis_prefix, maxlen=maxlen, topic_maxlen=topic_maxlen
-        )
-        store = RedisStore(client, prefix=settings.redis_prefix, log=log, owns_client=True)
-        return store, RedisLeadership(client, prefix=settings.redis_prefix), "redis"
     raise ValueError(f"--store must be 'memory' or a redis:// URL, got {settings.store!r}")
 
 
@@ -326,10 +348,11 @@ def create_app(
     """One worker's app. ``store`` overrides ``settings.store`` (tests, the demo)."""
     settings = settings or Settings()
     secret = check_secret(settings.secret.get_secret_value() if settings.secret else None)
-    leadership: Leadership | None = None
-    kind = "memory"
     if store is None:
-        store, leadership, kind = _build_store(settings)
+        backend = _build_store(settings)
+    else:
+        backend = _Backend(store, store.events, None, "memory")
+    store, leadership, kind = backend.store, backend.leadership, backend.kind
     metrics = Metrics()
     cfg = live_config or LiveConfig(max_batch=settings.max_batch)
     base = dispatch_settings or DispatchSettings(
@@ -337,12 +360,14 @@ def create_app(
         solve_time_limit_s=settings.solve_time_limit_s,
     )
     live = Live(store, cfg, clock, base_settings=base)
-    hub = Hub(store.events)
+    hub = Hub(backend.reader_log)
     loop = (
         DispatchLoop(
             store,
             settings=base,
             leadership=leadership,
+            reader_log=backend.reader_log,
+            isolate=settings.dispatch_process,
             clock=clock,
         )
         if settings.dispatch
@@ -389,6 +414,8 @@ def create_app(
                     await task
             await hub.stop()
             await store.aclose()
+            if backend.extra is not None:
+                await backend.extra.aclose()
 
     app = FastAPI(
         title="o2o",

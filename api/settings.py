@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     re-syncs from a snapshot."""
     dispatch: bool = True
     """Run the dispatcher in this service (one worker leads at a time)."""
+    dispatch_process: bool = True
+    """Run it in a child process of the leading worker, so a re-plan (OR-Tools holds the
+    GIL throughout) never stalls that worker's requests and sockets."""
     max_body_bytes: int = Field(1_000_000, gt=0)
     max_batch: int = Field(1000, gt=0)
     position_interval_s: float = Field(1.0, ge=0)

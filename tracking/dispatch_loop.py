@@ -9,10 +9,10 @@ what the dispatcher decides (assignments, routes, ETAs, delays) goes out as stor
 with their events, which the hub pushes to couriers, customers and ops. The leader skips
 the events it wrote itself.
 
-The dispatcher is synchronous and a re-plan takes up to its solve limit, so every call
-runs on one dedicated thread: the event loop keeps serving requests meanwhile, and the
-dispatcher never sees two calls at once. Positions arrive at phone rate; only each
-courier's latest is applied, once per tick.
+The dispatcher is synchronous and a re-plan takes up to its solve limit; it runs in a
+child process by default (:mod:`tracking.dispatch_core`: OR-Tools holds the GIL for a
+whole re-plan, which froze the leading worker), one call at a time. Positions arrive at
+phone rate; only each courier's latest is sent, once per tick.
 
 Any failure of the store (Redis gone) ends the lead; the loop then waits for the store,
 takes the lease again and rebuilds from the store, which is the truth.
@@ -25,14 +25,11 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from dispatch.dispatcher import (
     DelayPredicted,
-    Dispatcher,
     DispatchSettings,
     EtaChanged,
     OrderAssigned,
@@ -40,11 +37,12 @@ from dispatch.dispatcher import (
     RouteChanged,
 )
 from dispatch.dispatcher import Event as DispatchEvent
-from dispatch.model import DispatchError, Order, Place, Route
+from dispatch.model import Order, Place, Route
 from geo.travel import GreatCircleModel, TravelTimeModel
-from tracking.codec import courier_from_dict, estimate_from_dict, order_from_dict, route_to_dict
+from tracking.codec import estimate_from_dict, route_to_dict
+from tracking.dispatch_core import Outcome, Positions, ProcessRunner, Runner, ThreadRunner
 from tracking.errors import Conflict, NotFound, TrackingError
-from tracking.events import OPS_TOPIC, Event, courier_topic, order_topic
+from tracking.events import OPS_TOPIC, Event, EventLog, courier_topic, order_topic
 from tracking.live import SETTINGS_DOC, order_event, settings_from_doc
 from tracking.store import StateStore
 
@@ -109,22 +107,23 @@ class DispatchLoop:
         leadership: Leadership | None = None,
         clock: Callable[[], float] = time.time,
         tick_s: float = 1.0,
+        reader_log: EventLog | None = None,
+        isolate: bool = True,
     ) -> None:
         self.store = store
+        self.reader_log = reader_log or store.events
         self.travel = travel or GreatCircleModel.constant_speed(6.0)
         self.base_settings = settings or DispatchSettings()
         self.leadership = leadership or SoleLeader()
         self.clock = clock
         self.tick_s = tick_s
-        self.dispatcher: Dispatcher | None = None
+        self.isolate = isolate
+        """Run the dispatcher in a child process (see :mod:`tracking.dispatch_core`)."""
+        self.runner: Runner | None = None
         self.leading = False
         self.errors = 0
         self.applied = 0
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="dispatcher")
-        self._positions: dict[str, tuple[Place, float, float]] = {}
-
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
+        self._positions: Positions = {}
 
     async def run(self) -> None:
         """Lead whenever possible, forever (cancel to stop)."""
@@ -141,17 +140,17 @@ class DispatchLoop:
                     await asyncio.sleep(1.0)
                 finally:
                     self.leading = False
-                    self.dispatcher = None
+                    if self.runner is not None:
+                        runner, self.runner = self.runner, None
+                        await asyncio.shield(runner.close())
         finally:
             with contextlib.suppress(Exception):
                 await self.leadership.release()
-            self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _lead(self) -> None:
-        log_ = self.store.events
+        log_ = self.reader_log
         cursor = await log_.last_id()
         settings = settings_from_doc(await self.store.get_doc(SETTINGS_DOC), self.base_settings)
-        d = Dispatcher(self.travel, settings, now=self.clock())
         couriers = []
         for c in await self.store.list_couriers():
             if not c.on_shift:
@@ -174,10 +173,11 @@ class DispatchLoop:
             for o in orders
             if not (o.status == "picked_up" and o.courier_id not in {c.id for c in couriers})
         ]
-        self.dispatcher = d
+        args = (self.travel, settings, self.base_settings, self.clock())
+        self.runner = core = ProcessRunner(*args) if self.isolate else ThreadRunner(*args)
         self.leading = True
         self._positions.clear()
-        await self._publish(await self._call(d.load_snapshot, couriers, orders))
+        await self._take(await core.call("load", couriers, orders))
         log.info("leading dispatch: %d couriers, %d open orders", len(couriers), len(orders))
         queue: asyncio.Queue[Event] = asyncio.Queue()
         reader = asyncio.create_task(self._read(log_.subscribe(cursor), queue))
@@ -192,13 +192,13 @@ class DispatchLoop:
                 if reader.done():
                     reader.result()  # re-raises the reader's failure
                 if event is not None:
-                    await self._apply(d, event)
+                    await self._apply(core, event)
                     continue
                 next_tick = time.monotonic() + self.tick_s
                 if not await self.leadership.renew():
                     raise LostLead()
-                await self._flush_positions(d)
-                await self._publish(await self._call(d.tick, self.clock()))
+                moved, self._positions = self._positions, {}
+                await self._take(await core.call("tick", self.clock(), moved))
         finally:
             reader.cancel()
             with contextlib.suppress(BaseException):
@@ -210,68 +210,26 @@ class DispatchLoop:
             if e.type not in SKIPPED:
                 queue.put_nowait(e)
 
-    async def _apply(self, d: Dispatcher, e: Event) -> None:
+    async def _apply(self, core: Runner, e: Event) -> None:
         """Feed one user event to the dispatcher; a refused one is logged, not fatal."""
-        p = e.payload
-        try:
-            if e.type == "courier_position":
-                est = estimate_from_dict(p["estimate"])
-                self._positions[str(p["courier_id"])] = (
-                    Place((est.lat, est.lon)),
-                    est.t,
-                    est.radius68,
-                )
-                return
-            if e.type == "settings_updated":
-                d.settings = settings_from_doc(p.get("settings"), self.base_settings)
-                return
-            out: Sequence[DispatchEvent]
-            if e.type == "courier_updated":
-                c = courier_from_dict(p["courier"])
-                if c.on_shift:
-                    out = await self._call(d.start_shift, c)
-                elif c.id in d.couriers:
-                    out = await self._call(d.end_shift, c.id, e.t)
-                else:
-                    return
-            else:
-                order = order_from_dict(p["order"])
-                out = await self._order_event(d, e, order)
-        except (DispatchError, TrackingError, KeyError, TypeError) as err:
-            self.errors += 1
-            log.warning("dispatcher refused %s %s: %s", e.type, e.id, err)
-            return
-        self.applied += 1
-        await self._publish(out)
-
-    async def _order_event(self, d: Dispatcher, e: Event, order: Order) -> Sequence[DispatchEvent]:
-        known = order.id in d.orders
-        if e.type == "order_placed":
-            return [] if known else await self._call(d.place_order, order)
-        if not known:
-            return []
-        if e.type == "order_cancelled":
-            return await self._call(d.cancel_order, order.id, e.t)
-        if e.type == "order_picked_up" and order.courier_id is not None:
-            if order.courier_id not in d.couriers:
-                return []
-            return await self._call(d.picked_up, order.id, order.courier_id, e.t)
-        if e.type == "order_delivered":
-            return await self._call(d.delivered, order.id, None, e.t)
-        return []
-
-    async def _flush_positions(self, d: Dispatcher) -> None:
-        moved, self._positions = self._positions, {}
-        out: list[DispatchEvent] = []
-        for cid, (place, t, radius) in moved.items():
-            c = d.couriers.get(cid)
-            if c is None or not c.on_shift:
-                continue
+        if e.type == "courier_position":
             try:
-                out += await self._call(d.courier_moved, cid, place, t, radius)
-            except DispatchError as err:
-                log.warning("position of %s refused: %s", cid, err)
-        await self._publish(out)
+                est = estimate_from_dict(e.payload["estimate"])
+                cid = str(e.payload["courier_id"])
+            except (TrackingError, KeyError, TypeError) as err:
+                self.errors += 1
+                log.warning("dispatcher refused %s %s: %s", e.type, e.id, err)
+                return
+            self._positions[cid] = (Place((est.lat, est.lon)), est.t, est.radius68)
+            return
+        await self._take(await core.call("apply", e))
+
+    async def _take(self, outcome: Outcome) -> None:
+        for why in outcome.refused:
+            self.errors += 1
+            log.warning("dispatcher refused %s", why)
+        self.applied += 1
+        await self._publish(outcome.events)
 
     async def _publish(self, events: Sequence[DispatchEvent]) -> None:
         """Write what the dispatcher decided, with the events users will see."""

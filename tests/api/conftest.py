@@ -83,6 +83,9 @@ def server_factory() -> Iterator[Callable[..., Server]]:
             "secret": SECRET,
             "position_interval_s": 0.2,
             "heartbeat_s": 5.0,
+            # In-process servers keep the dispatcher on a thread (a child process per
+            # server costs a second to start); `o2o serve` tests run it in its process.
+            "dispatch_process": False,
         }
         opts.update(settings)
         dispatch = opts.pop("dispatch_settings", DispatchSettings(solve_time_limit_s=0.3))

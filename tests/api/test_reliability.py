@@ -16,8 +16,12 @@ from typing import Any
 import httpx
 import websockets
 
+from api.app import create_app
+from api.settings import Settings
+from dispatch.model import Order, Place
 from tests.api.conftest import (
     ORDER,
+    SECRET,
     Server,
     auth,
     recv_until,
@@ -26,7 +30,9 @@ from tests.api.conftest import (
     token,
 )
 from tests.conftest import RedisServer
-from tracking.events import event_id_key
+from tracking.events import OPS_TOPIC, event_id_key
+from tracking.hub import Subscription
+from tracking.live import order_event
 from tracking.redis_store import RedisStore
 
 OPS = token("ops", "ops-1")
@@ -373,3 +379,40 @@ def test_track_while_redis_is_down_says_retry_not_unknown(
     finally:
         assert srv.proc is not None
         stop_process(srv.proc)
+
+
+def test_fan_out_and_lease_do_not_wait_for_the_request_pool(redis_server: RedisServer) -> None:
+    """With every pooled request connection busy (a burst of requests), events still
+    reach subscribers and the dispatcher's lease still renews: they have their own
+    connections. Sharing the pool stopped fan-out and lost the lease under load."""
+
+    async def run() -> None:
+        app = create_app(Settings(secret=SECRET, store=redis_server.url, redis_connections=1))
+        svc = app.state.svc
+        async with app.router.lifespan_context(app):
+            lease = svc.loop.leadership
+            deadline = time.monotonic() + 5
+            while not await lease.client.exists(lease.key) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)  # the dispatch loop takes the lease
+            pool = svc.store.client.connection_pool
+            held = await pool.get_connection()  # the whole request pool
+            other = RedisStore.from_url(redis_server.url)  # another worker writes
+            try:
+                sub = Subscription([OPS_TOPIC])
+                svc.hub.attach(sub)
+                placed = _placed_order()
+                await other.put_order(placed, events=[order_event("order_placed", placed, 0.0)])
+                deadline = time.monotonic() + 5
+                while not sub.queue and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                assert sub.queue, "the hub stopped while the request pool was busy"
+                assert await asyncio.wait_for(lease.renew(), 3)
+            finally:
+                await pool.release(held)
+                await other.aclose()
+
+    asyncio.run(run())
+
+
+def _placed_order() -> Order:
+    return Order("o-pool", Place((52.52, 13.40)), Place((52.53, 13.42)), 0.0, 0.0, 3600.0)

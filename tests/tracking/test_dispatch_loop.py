@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
+
+import pytest
 
 from dispatch.dispatcher import DispatchSettings
 from tests.conftest import RedisServer
 from tests.tracking.conftest import run
+from tracking.dispatch_core import ProcessRunner
 from tracking.dispatch_loop import DispatchLoop
 from tracking.live import Live, OrderRequest
 from tracking.redis_leader import RedisLeadership
@@ -33,11 +38,12 @@ async def _assigned(store: StateStore, oid: str) -> bool:
     return (await store.get_order(oid)).status == "assigned"
 
 
-def test_orders_get_assigned_routed_and_cancelled_through_the_log() -> None:
+@pytest.mark.parametrize("isolate", [False, True], ids=["thread", "process"])
+def test_orders_get_assigned_routed_and_cancelled_through_the_log(isolate: bool) -> None:
     async def go() -> None:
         store = MemoryStore()
         live = Live(store)
-        loop = DispatchLoop(store, settings=FAST, tick_s=0.1)
+        loop = DispatchLoop(store, settings=FAST, tick_s=0.1, isolate=isolate)
         task = asyncio.create_task(loop.run())
         await live.start_shift("c1", lat=STORE[0] - 0.01, lon=STORE[1])
         order, _ = await live.place_order(
@@ -105,5 +111,36 @@ def test_one_leader_among_workers_and_takeover_after_it_dies(redis_server: Redis
             await tasks[other]
         for s in stores:
             await s.aclose()
+
+    run(go())
+
+
+def test_a_killed_dispatcher_process_is_rebuilt_from_the_store() -> None:
+    """The solver's process dying (a crash, the kernel's OOM killer) costs a rebuild,
+    never the service, and orders placed afterwards are still dispatched."""
+
+    async def go() -> None:
+        store = MemoryStore()
+        live = Live(store)
+        loop = DispatchLoop(store, settings=FAST, tick_s=0.1)
+        task = asyncio.create_task(loop.run())
+        await live.start_shift("c1", lat=STORE[0] - 0.01, lon=STORE[1])
+        first, _ = await live.place_order(
+            OrderRequest(STORE, HOME), customer_id="u1", idempotency_key=None
+        )
+        await _until(lambda: _assigned(store, first.id))
+        runner = loop.runner
+        assert isinstance(runner, ProcessRunner) and runner.pid is not None
+        os.kill(runner.pid, signal.SIGKILL)
+        second, _ = await live.place_order(
+            OrderRequest(STORE, HOME), customer_id="u2", idempotency_key=None
+        )
+        await _until(lambda: _assigned(store, second.id), timeout=20)
+        assert loop.errors >= 1
+        assert isinstance(loop.runner, ProcessRunner) and loop.runner.pid != runner.pid
+        assert (await store.get_order(first.id)).status == "assigned"
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     run(go())
