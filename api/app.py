@@ -34,7 +34,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import AuthError, Principal, Role, check_secret, create_token, verify_token
-from api.metrics import Metrics, timed
+from api.metrics import Metrics, Timed
 from api.problems import Problem, install, problem_body
 from api.schemas import (
     CancelIn,
@@ -425,7 +425,7 @@ def create_app(
     )
     app.state.svc = svc
     install(app)
-    app.middleware("http")(timed(metrics))
+    app.add_middleware(Timed, metrics=metrics)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(GZipMiddleware, minimum_size=2048)  # map libraries, fleet lists
     _routes(app)

@@ -1,0 +1,30 @@
+"""Prometheus metrics: requests are counted by route template and status."""
+
+from __future__ import annotations
+
+from tests.api.conftest import ORDER, Server, auth, token
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {name}{{{want}}} in /metrics")
+
+
+def test_requests_are_counted_by_route_template_and_status(server: Server) -> None:
+    cust = token("customer", "ann")
+    with server.client(cust) as http:
+        for i in range(2):
+            r = http.post("/v1/orders", json=ORDER, headers={"Idempotency-Key": f"m{i}"})
+            assert r.status_code == 201
+        assert http.get("/v1/orders/no-such-order").status_code == 404
+        bad = {**auth(cust), "Content-Type": "application/json", "Idempotency-Key": "m-bad"}
+        assert http.post("/v1/orders", content=b"{", headers=bad).status_code == 400
+        text = http.get("/metrics").text
+    route = "/v1/orders/{order_id}"
+    assert _sample(text, "o2o_http_requests_total", route="/v1/orders", status="201") == 2
+    assert _sample(text, "o2o_http_requests_total", route=route, status="404") == 1
+    assert _sample(text, "o2o_http_requests_total", route="/v1/orders", status="400") == 1
+    assert _sample(text, "o2o_http_request_seconds_count", route="/v1/orders") == 3
