@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,7 +33,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import AuthError, Principal, Role, check_secret, create_token, verify_token
+from api.auth import (
+    AuthError,
+    Principal,
+    Role,
+    TokenCache,
+    check_secret,
+    create_token,
+    verify_token,
+)
 from api.metrics import Metrics, Timed
 from api.problems import Problem, install, problem_body
 from api.schemas import (
@@ -89,11 +97,15 @@ class Services:
     limits: ChannelLimits
     loop: DispatchLoop | None = None
     store_kind: str = "memory"
+    tokens: TokenCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = TokenCache(self.secret)
 
     def principal(self, token: str | None) -> Principal:
         if not token:
             raise AuthError("missing_token", "send 'Authorization: Bearer <token>'")
-        return verify_token(self.secret, token)
+        return self.tokens.verify(token)
 
 
 def app_services(request: Request) -> Services:

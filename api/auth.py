@@ -98,3 +98,28 @@ def verify_token(secret: str, token: str) -> Principal:
         raise AuthError("invalid_token", "viewer tokens, and only they, name one order")
     exp = claims.get("exp")
     return Principal(role, sub, order if isinstance(order, str) else None, float(exp or 0))
+
+
+class TokenCache:
+    """Verified tokens, so a courier posting every second is not re-verified each time.
+
+    A token's signature and claims cannot change, so once verified it stays valid until
+    its ``exp``, which is checked on every use. Bounded: the oldest entries go first.
+    """
+
+    def __init__(self, secret: str, max_size: int = 20_000) -> None:
+        self.secret = secret
+        self.max_size = max_size
+        self._seen: dict[str, Principal] = {}
+
+    def verify(self, token: str, now: float | None = None) -> Principal:
+        p = self._seen.get(token)
+        if p is None:
+            p = verify_token(self.secret, token)
+            if len(self._seen) >= self.max_size:
+                del self._seen[next(iter(self._seen))]
+            self._seen[token] = p
+        if p.expires_at is not None and p.expires_at <= (time.time() if now is None else now):
+            self._seen.pop(token, None)
+            raise AuthError("token_expired", "the token has expired")
+        return p

@@ -30,6 +30,15 @@ def serve(
     workers: Annotated[int, typer.Option(help="Worker processes (Redis store only)", min=1)] = 1,
     dispatch: Annotated[bool, typer.Option(help="Run the dispatcher in the service")] = True,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    proxy_headers: Annotated[
+        bool,
+        typer.Option(
+            help="Trust X-Forwarded-For/-Proto from --forwarded-allow-ips (behind a proxy)"
+        ),
+    ] = False,
+    forwarded_allow_ips: Annotated[
+        str, typer.Option(help="Proxies whose X-Forwarded-* headers are trusted")
+    ] = "127.0.0.1",
 ) -> None:
     """Run the live service (REST + websockets) on the given store."""
     import uvicorn
@@ -54,6 +63,10 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
+        # Off unless asked: nothing here uses the client's address, and parsing the
+        # headers costs every request (a few % of the service's CPU under load).
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips=forwarded_allow_ips,
         ws_max_size=65_536,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,

@@ -174,7 +174,7 @@ async def recv_until(
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError(f"no matching frame in {timeout} s; saw {seen and seen[-5:]}")
-        frame = json.loads(await asyncio.wait_for(ws.recv(), left))
+        frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), left))
         if seen is not None:
             seen.append(frame)
         if pred(frame):

@@ -176,6 +176,7 @@ def test_a_killed_worker_fails_its_run_and_the_next_run_gets_a_new_one(server: S
             assert time.monotonic() < deadline, "no worker process was started"
             time.sleep(0.05)
         for p in multiprocessing.active_children():
+            assert p.pid is not None
             os.kill(p.pid, signal.SIGKILL)  # as the OOM killer would
         doc = wait_done(c, long.json()["id"], timeout=30)
         assert doc["status"] == "failed"
