@@ -313,7 +313,11 @@ class MemoryStore:
         self._cells = CellAggregator(h3_res)
         self._cell_area_m2 = float(h3.average_hexagon_area(h3_res, "m^2"))
         self._edge_m = float(h3.average_hexagon_edge_length(h3_res, "m"))
-        self._plan: str | None = None
+        # The plan as the Redis backend keeps it: one entry per route, so a route change
+        # re-encodes that route, not every courier's (the whole plan per dispatcher
+        # decision took most of the event loop while thousands of orders were assigned).
+        self._plan_meta: tuple[float, dict[str, str]] | None = None
+        self._routes: dict[str, str] = {}
         self._docs: dict[str, str] = {}
 
     @property
@@ -454,35 +458,42 @@ class MemoryStore:
 
     async def put_plan(self, plan: Plan, *, events: Sequence[Event] = ()) -> None:
         check_plan(plan)
-        text = encode(plan)
+        routes = {cid: encode(route) for cid, route in plan.routes.items()}
+        meta = (float(plan.created_at), dict(plan.unassigned))
 
         def write() -> None:
-            self._plan = text
+            self._plan_meta, self._routes = meta, routes
 
         await self._commit(events, write)
 
     async def get_plan(self) -> Plan | None:
-        return None if self._plan is None else decode(self._plan, Plan)
+        if self._plan_meta is None:
+            return None
+        created_at, unassigned = self._plan_meta
+        routes = {cid: decode(text, Route, f"route of {cid}") for cid, text in self._routes.items()}
+        return Plan(created_at, routes, dict(unassigned))
 
     async def get_route(self, courier_id: str) -> Route | None:
         check_id("courier", courier_id)
-        plan = await self.get_plan()
-        return None if plan is None else plan.routes.get(courier_id)
+        text = self._routes.get(courier_id)
+        return None if text is None else decode(text, Route, f"route of {courier_id}")
 
     async def put_routes(
         self, routes: Mapping[str, Route | None], *, events: Sequence[Event] = ()
     ) -> None:
-        plan = await self.get_plan() or Plan(0.0)
-        new = dict(plan.routes)
-        for cid, route in check_routes(routes).items():
-            if route is None:
-                new.pop(cid, None)
-            else:
-                new[cid] = route
-        text = encode(Plan(plan.created_at, new, plan.unassigned))
+        changes = {
+            cid: None if route is None else encode(route)
+            for cid, route in check_routes(routes).items()
+        }
 
         def write() -> None:
-            self._plan = text
+            if self._plan_meta is None:
+                self._plan_meta = (0.0, {})
+            for cid, text in changes.items():
+                if text is None:
+                    self._routes.pop(cid, None)
+                else:
+                    self._routes[cid] = text
 
         await self._commit(events, write)
 
