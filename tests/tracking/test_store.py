@@ -108,6 +108,29 @@ def test_positions_round_trip_and_replace(make_store: MakeStore) -> None:
     run(main())
 
 
+def test_routes_updated_one_by_one(make_store: MakeStore) -> None:
+    async def main() -> None:
+        store = make_store()
+        base = plan(500.0, ("c1", "c2", "c3"))
+        later = plan(600.0, ("c2", "c1"))  # each courier gets the other's stops
+        assert later.routes["c2"] != base.routes["c2"]
+        await store.put_routes({"c1": later.routes["c1"]})  # before any plan: one is made
+        assert await store.get_route("c1") == later.routes["c1"]
+        await store.put_plan(base)
+        await store.put_routes({"c2": later.routes["c2"], "c3": None})
+        got = await store.get_plan()
+        assert got is not None and got.created_at == base.created_at
+        assert got.unassigned == base.unassigned
+        assert got.routes == {"c1": base.routes["c1"], "c2": later.routes["c2"]}
+        assert await store.get_route("c3") is None
+        with pytest.raises(BadInput):  # a route filed under another courier
+            await store.put_routes({"c1": later.routes["c2"]})
+        assert await store.get_route("c1") == base.routes["c1"]  # nothing applied
+        await store.aclose()
+
+    run(main())
+
+
 def test_plan_replaced_as_a_whole(make_store: MakeStore) -> None:
     async def main() -> None:
         store = make_store()
