@@ -13,7 +13,9 @@ events are processed in a reproducible order.
 
 **Couriers** execute a queue of stops (pickup or drop-off of one order). A courier leaves
 a place, travels (``travel`` model), arrives, serves, and leaves again, following the MDRP
-timing rules: consecutive pickups at one restaurant (of one bundle in mdrp mode) are one
+timing rules (a courier's travel time is the model's time multiplied by its
+:attr:`~dispatch.model.Courier.speed_factor`, 1 for every MDRP and generated-city
+courier): consecutive pickups at one restaurant (of one bundle in mdrp mode) are one
 visit whose pickup time is ``max(latest ready time, arrival + pickup_service / 2)``; the
 courier leaves half a pickup service later. A drop-off happens at ``arrival +
 dropoff_service / 2`` and the courier leaves half a drop-off service later, so
@@ -268,7 +270,10 @@ class SimView:
     def travel_s(
         self, origins: Sequence[Place], destinations: Sequence[Place]
     ) -> npt.NDArray[np.float64]:
-        """Travel seconds, shape (len(origins), len(destinations)), one batched call."""
+        """Travel seconds, shape (len(origins), len(destinations)), one batched call.
+
+        The model's times: a courier whose ``speed_factor`` is not 1 drives them times
+        its factor (:meth:`project` accounts for it)."""
         if not origins or not destinations:
             return np.zeros((len(origins), len(destinations)))
         return self._sim.scenario.travel.duration_matrix(
@@ -366,8 +371,9 @@ class Simulator:
     def _push(self, t: float, kind: EventKind, subject: str) -> None:
         heapq.heappush(self._heap, (t, int(kind), next(self._seq), subject))
 
-    def travel_time(self, a: Place, b: Place) -> float:
-        """Seconds from ``a`` to ``b`` (cached per point pair)."""
+    def travel_time(self, a: Place, b: Place, speed_factor: float = 1.0) -> float:
+        """Seconds from ``a`` to ``b`` for a courier with ``speed_factor`` (the travel
+        model's time times the factor; the model's time is cached per point pair)."""
         if a.point == b.point:
             return 0.0
         key = (a.point, b.point)
@@ -375,7 +381,7 @@ class Simulator:
         if t is None:
             t = float(self.scenario.travel.duration_matrix([a.point], [b.point])[0, 0])
             self._travel_cache[key] = t
-        return t
+        return t if speed_factor == 1.0 else t * speed_factor
 
     def _merges(self, first: _QStop, nxt: _QStop) -> bool:
         """Does pickup ``nxt`` join the visit of pickup ``first``?"""
@@ -410,7 +416,7 @@ class Simulator:
         i, n = 0, len(stops)
         while i < n:
             s = stops[i]
-            arr = t + self.travel_time(place, s.place)
+            arr = t + self.travel_time(place, s.place, run.courier.speed_factor)
             if s.kind == "pickup":
                 j = i + 1
                 while j < n and self._merges(s, stops[j]):
@@ -677,7 +683,7 @@ class Simulator:
             run.phase, run.since = "idle", t
             return
         s = run.queue.pop(0)
-        arr = t + self.travel_time(run.place, s.place)
+        arr = t + self.travel_time(run.place, s.place, run.courier.speed_factor)
         move = Move(
             run.courier.id, t, arr, run.place.id or "", s.place.id or "",
             run.place.point, s.place.point,

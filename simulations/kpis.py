@@ -11,8 +11,15 @@ instance's currency units. Statistics of an empty set are ``None``.
 - courier pay = max(pay per order x orders delivered, guaranteed pay per hour x duty
   hours), summed over all couriers (unused ones are paid the guarantee too);
   ``guarantee_share``: couriers whose per-order earnings fall short of the guarantee.
-- ``utilisation``: (driving + pickup service + drop-off service) / duty time, over all
-  couriers; waiting for food or for work is idle time.
+- ``utilisation``: share of duty time spent driving, picking up or dropping off, over all
+  couriers (the MDRP README's definition): per courier, the union of its drives (departure
+  to departure + travel time x its speed factor), pickup services (pickup time -/+ half
+  the pickup service) and drop-off services (drop-off time -/+ half the drop-off
+  service), clipped to its duty window [on, off], summed and divided by the summed duty
+  time. Waiting for food or for work is idle time. Work after the off-time (drop-offs may
+  finish after it) is not duty time and is not counted, so the figure never exceeds 1.
+  (Until 2026-11 the drives and services were summed unclipped, so couriers finishing
+  drop-offs after their off-time could push it above 1 on scarce fleets.)
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from simulations.scenarios.base import Scenario
-from simulations.solution import Solution
+from simulations.solution import OrderRow, Solution
 
 __all__ = ["KPI_KEYS", "Kpis", "compute_kpis"]
 
@@ -73,22 +80,6 @@ def compute_kpis(scenario: Scenario, solution: Solution) -> Kpis:
         pay_total += max(by_orders, by_hours)
         guaranteed += by_orders < by_hours
 
-    cache: dict[tuple[tuple[float, float], tuple[float, float]], float] = {}
-    drive = 0.0
-    for m in solution.moves:
-        c = scenario.courier_index.get(m.courier)
-        if c is None:
-            continue
-        a = _point(scenario, m.origin, c.position.point)
-        b = _point(scenario, m.destination, c.position.point)
-        if a is None or b is None:
-            continue
-        t = cache.get((a, b))
-        if t is None:
-            t = float(scenario.travel.duration_matrix([a], [b])[0, 0]) / 60.0
-            cache[(a, b)] = t
-        drive += t
-    service = (len(solution.assignments) * p.pickup_service_s + n_done * p.dropoff_service_s) / 60.0
     bundles = len(solution.assignments)
     return {
         "orders": n_orders,
@@ -114,8 +105,50 @@ def compute_kpis(scenario: Scenario, solution: Solution) -> Kpis:
         "bundles": bundles,
         "bundles_per_courier_hour": _r(bundles / total_hours) if total_hours else None,
         "orders_per_bundle": _r(n_done / bundles) if bundles else None,
-        "utilisation": _r((drive + service) / (total_hours * 60.0)) if total_hours else None,
+        "utilisation": _r(_busy_minutes(scenario, solution, rows) / (total_hours * 60.0))
+        if total_hours
+        else None,
     }
+
+
+def _busy_minutes(scenario: Scenario, solution: Solution, rows: list[OrderRow]) -> float:
+    """Minutes of duty time spent driving or in pickup / drop-off service, all couriers."""
+    p = scenario.params
+    hp, hd = p.pickup_service_s / 120.0, p.dropoff_service_s / 120.0
+    busy: dict[str, list[tuple[float, float]]] = {}
+    cache: dict[tuple[tuple[float, float], tuple[float, float]], float] = {}
+    for m in solution.moves:
+        c = scenario.courier_index.get(m.courier)
+        if c is None:
+            continue
+        a = _point(scenario, m.origin, c.position.point)
+        b = _point(scenario, m.destination, c.position.point)
+        if a is None or b is None:
+            continue
+        t = cache.get((a, b))
+        if t is None:
+            t = float(scenario.travel.duration_matrix([a], [b])[0, 0]) / 60.0
+            cache[(a, b)] = t
+        busy.setdefault(m.courier, []).append(
+            (m.departure_time, m.departure_time + t * c.speed_factor)
+        )
+    for v in solution.assignments:
+        busy.setdefault(v.courier, []).append((v.pickup_time - hp, v.pickup_time + hp))
+    for r in rows:
+        busy.setdefault(r.courier, []).append((r.dropoff_time - hd, r.dropoff_time + hd))
+    total = 0.0
+    for cid, spans in busy.items():
+        c = scenario.courier_index.get(cid)
+        if c is None:
+            continue
+        lo, hi = c.shift_start / 60.0, c.shift_end / 60.0
+        end = lo
+        for s0, s1 in sorted(spans):
+            s0, s1 = max(s0, end), min(s1, hi)
+            if s1 > s0:
+                total += s1 - s0
+                end = s1
+    return total
 
 
 def _point(

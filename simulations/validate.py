@@ -278,7 +278,7 @@ def validate_solution(scenario: Scenario, solution: Solution) -> list[Violation]
                     f"{last.arrival:g}",
                 )  # fmt: skip
             last.departure = m.departure_time
-        arrival = m.departure_time + travel_min(a_pt, b_pt)
+        arrival = m.departure_time + travel_min(a_pt, b_pt) * c.speed_factor
         vs.append(_Visit(m.destination, arrival, float("inf"), n))
 
     def at_place(

@@ -74,18 +74,59 @@ def test_bundles_when_couriers_are_scarce(tmp_path: Path) -> None:
 
 
 def test_delayed_commitment_and_nearer_courier(tmp_path: Path) -> None:
-    """The food is ready at minute 30: nothing is committed early, and the courier who
-    is 2 minutes away (not the one 15 minutes away, who is free first) gets it just in
-    time, so the order is picked up the minute it is ready."""
+    """The food is ready at minute 30: nothing is committed early, and the order is picked
+    up the minute it is ready. Without the wait charge the courier who is 2 minutes away
+    (not the one 15 minutes away, who is free first) gets it just in time. With it
+    (the default) the far courier, who would wait less at the restaurant, is sent at
+    the last minute it can leave (13 = 30 - 15 - 2) and the near one stays free: the
+    price of keeping free couriers for urgent work is more driving."""
     sc = _instance(
         tmp_path,
         "r1\t0\t0\n",
         "o1\t0\t1000\t0\tr1\t30\n",
         "far\t1500\t0\t0\t120\nnear\t200\t0\t1\t120\n",
     )
-    r = run_scenario(sc, "ortools", strict=True)
+    r = run_scenario(sc, OrToolsPolicy(wait_weight=0.0), strict=True)
     assert r.violations == []
     (a,) = r.solution.assignments
     assert a.courier == "near" and a.assignment_time >= 25
     (o,) = r.solution.orders
     assert o.pickup_time == 30
+    r = run_scenario(sc, "ortools", strict=True)
+    assert r.violations == []
+    (a,) = r.solution.assignments
+    assert (a.courier, a.assignment_time) == ("far", 13)
+    (o,) = r.solution.orders
+    assert o.pickup_time == 30
+
+
+def _urgent_and_future(tmp_path: Path) -> Scenario:
+    """One courier at r1. o1 (r1) is ready at minute 28; o2 (r2, 6 minutes away, door
+    3 minutes back towards r1) at minute 5."""
+    return _instance(
+        tmp_path,
+        "r1\t0\t0\nr2\t600\t0\n",
+        "o1\t0\t500\t0\tr1\t28\no2\t300\t0\t0\tr2\t5\n",
+        "c1\t0\t0\t0\t180\n",
+    )
+
+
+def test_a_future_order_does_not_hold_the_only_courier(tmp_path: Path) -> None:
+    """The courier's idle wait until o1 is ready is charged (``wait_weight``), so the
+    matching sends it to the urgent o2 at once (at r2 at 6, pickup at 8) and it is back
+    at r1 (drop-off at 13 + 2, leave at 17, back at 20) before o1 is ready. Without the
+    charge the courier is held for o1 (no delay for it) and o2 waits."""
+    sc = _urgent_and_future(tmp_path)
+    r = run_scenario(sc, OrToolsPolicy(wait_weight=1.0), strict=True)
+    assert r.violations == [] and r.kpis["rejected_decisions"] == 0
+    picks = {o.order: o.pickup_time for o in r.solution.orders}
+    assert picks == {"o2": 8, "o1": 28}
+    held = run_scenario(sc, OrToolsPolicy(wait_weight=0.0), strict=True)
+    assert {o.order: o.pickup_time for o in held.solution.orders}["o2"] > 8
+
+
+def test_default_settings_charge_waiting(tmp_path: Path) -> None:
+    policy = make_policy("ortools")
+    assert isinstance(policy, OrToolsPolicy) and policy.wait_weight > 0
+    r = run_scenario(_urgent_and_future(tmp_path), policy, strict=True)
+    assert {o.order: o.pickup_time for o in r.solution.orders} == {"o2": 8, "o1": 28}
