@@ -323,6 +323,24 @@ class _Backend:
     extra: Any = None  # a second Redis client, closed with the store
 
 
+class GzipReads:
+    """Gzip large ``GET`` responses (map libraries, fleet and order lists, reports).
+
+    Writes answer with a few hundred bytes; skipping the gzip layer for them saves its
+    per-request work on the busiest routes (observation posts, every second per courier).
+    """
+
+    def __init__(self, app: ASGIApp, minimum_size: int = 2048) -> None:
+        self.app = app
+        self.gzip = GZipMiddleware(app, minimum_size=minimum_size)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            await self.gzip(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
 def _build_store(settings: Settings) -> _Backend:
     maxlen, topic_maxlen = settings.events_maxlen, settings.topic_maxlen
     if settings.store == "memory":
@@ -447,7 +465,7 @@ def create_app(
     install(app)
     app.add_middleware(Timed, metrics=metrics)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(GZipMiddleware, minimum_size=2048)  # map libraries, fleet lists
+    app.add_middleware(GzipReads)
     _routes(app)
     from api.ws import register as register_websockets
 

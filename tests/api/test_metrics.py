@@ -1,4 +1,4 @@
-"""Prometheus metrics: requests are counted by route template and status."""
+"""Prometheus metrics and response compression of the live service."""
 
 from __future__ import annotations
 
@@ -28,3 +28,17 @@ def test_requests_are_counted_by_route_template_and_status(server: Server) -> No
     assert _sample(text, "o2o_http_requests_total", route=route, status="404") == 1
     assert _sample(text, "o2o_http_requests_total", route="/v1/orders", status="400") == 1
     assert _sample(text, "o2o_http_request_seconds_count", route="/v1/orders") == 3
+
+
+def test_large_reads_are_gzipped_and_writes_are_not(server: Server) -> None:
+    cust = token("customer", "gus")
+    with server.client(cust) as http:
+        doc = http.get("/openapi.json", headers={"Accept-Encoding": "gzip"})
+        assert doc.status_code == 200 and doc.headers.get("content-encoding") == "gzip"
+        assert "paths" in doc.json()  # httpx decompresses
+        r = http.post(
+            "/v1/orders",
+            json=ORDER,
+            headers={"Accept-Encoding": "gzip", "Idempotency-Key": "gz"},
+        )
+        assert r.status_code == 201 and "content-encoding" not in r.headers
