@@ -799,6 +799,13 @@ def _routes(app: FastAPI) -> None:
             }
         )
 
+    # Routes are matched in order and each miss costs a regex; the ingest route, which
+    # takes most requests, goes first (no other route's path can match its own).
+    ingest = app.router.routes.pop()
+    if getattr(ingest, "path", None) != "/v1/couriers/{courier_id}/observations":
+        raise RuntimeError("the ingest route must be the last one registered here")
+    app.router.routes.insert(0, ingest)
+
     # -- ops --------------------------------------------------------------------------
     @app.get("/v1/fleet", response_model=Fleet, tags=["ops"])
     async def fleet(svc: Svc, p: Caller) -> dict[str, Any]:
