@@ -183,10 +183,25 @@ def test_other_client_settings_work_too(redis_server: RedisServer, options: dict
         start = await store.events.last_id()
         sub = store.events.subscribe(start, topics=["ops"])
         nxt = asyncio.ensure_future(anext(sub))
+        # The global stream, and topics that never expire, take XREAD's entries as they
+        # come (no second read): both reply shapes (RESP2 list, RESP3 map) must parse.
+        everything = store.events.subscribe(start)
+        untimed = RedisEventLog(store.client, topic_ttl_s=None)
+        two_topics = untimed.subscribe(start, topics=["ops", "order:o7"])
+        firsts = [asyncio.ensure_future(anext(s)) for s in (everything, two_topics)]
         await asyncio.sleep(0.05)
         await store.put_plan(plan(), events=[Event("plan_updated", ("ops",), {}, 2.0)])
         assert (await asyncio.wait_for(nxt, 5)).type == "plan_updated"
-        await sub.aclose()  # type: ignore[attr-defined]
+        assert [(await asyncio.wait_for(f, 5)).type for f in firsts] == ["plan_updated"] * 2
+        more = [Event("delay", (t,), {"n": i}, 3.0) for i, t in enumerate(["ops", "order:o7"])]
+        ids = await store.events.append_many(more)
+        for s in (everything, two_topics):
+            got = [await asyncio.wait_for(anext(s), 5) for _ in more]
+            assert [(e.id, e.payload) for e in got] == [
+                (i, e.payload) for i, e in zip(ids, more, strict=True)
+            ]
+        for s in (sub, everything, two_topics):
+            await s.aclose()  # type: ignore[attr-defined]
         await store.aclose()
 
     run(main())
