@@ -74,7 +74,9 @@ def simulate(
             "(default: the built-in generated city)",
         ),
     ] = None,
-    policy: Annotated[str, typer.Option(help="greedy | bundling | ortools")] = "bundling",
+    policy: Annotated[
+        str, typer.Option(help="greedy | bundling | ortools | ortools-prepos (with prepositioning)")
+    ] = "bundling",
     mode: Annotated[str, typer.Option(help="mdrp (MDRP rules) | free (free routing)")] = "mdrp",
     out: Annotated[
         Path | None,
@@ -259,7 +261,10 @@ def sweep(
         str, typer.Option(help="dispatcher ticks in seconds, comma-separated (e.g. 60,300)")
     ] = "60",
     policy: Annotated[
-        str, typer.Option(help="policies, comma-separated: greedy | bundling | ortools")
+        str,
+        typer.Option(
+            help="policies, comma-separated: greedy | bundling | ortools | ortools-prepos"
+        ),
     ] = "bundling",
     seeds: Annotated[
         str,

@@ -22,6 +22,12 @@ dropoff_service / 2`` and the courier leaves half a drop-off service later, so
 consecutive drop-offs are at least one drop-off service apart. Idle couriers wait where
 they are. Pickups never happen after the courier's off-time; drop-offs may.
 
+**Prepositioning** (mdrp mode): a :class:`~simulations.policy.Reposition` sends an idle
+courier to a restaurant, where it waits. The move is one queued stop of its own kind; it
+is always completed (an assignment given meanwhile is queued behind it, as after any
+committed work), so the couriers file shows it as an ordinary move ending at a restaurant
+id, and a later pickup at that restaurant starts with a zero-length move there.
+
 See :mod:`simulations.policy` for what policies may decide and when.
 """
 
@@ -39,9 +45,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from dispatch.model import Courier, Order, Place, Point, StopKind
+from dispatch.model import Courier, Order, Place, Point
 from geo.travel import TravelTimeModel
-from simulations.policy import Assignment, Decision, Mode, Policy, Reroute, StopRef
+from simulations.policy import Assignment, Decision, Mode, Policy, Reposition, Reroute, StopRef
 from simulations.scenarios.base import Parameters, Scenario
 
 __all__ = [
@@ -143,7 +149,9 @@ class CourierState:
     idle courier, when it became idle; it can start new work at ``max(now, free_at)``).
     ``committed``: the stops of the leg in progress (cannot change); ``queue``: the stops
     after it (replaceable in free mode). ``on_board``: picked up, not yet delivered;
-    ``assigned``: given to it, not yet picked up.
+    ``assigned``: given to it, not yet picked up. A courier driving to a restaurant on a
+    :class:`~simulations.policy.Reposition` is in phase ``travel`` with no order stops in
+    ``committed``; ``free_at``/``free_place`` are its arrival there.
     """
 
     id: str
@@ -181,10 +189,15 @@ class Projection:
         return self.reason is None
 
 
+_Kind = Literal["pickup", "dropoff", "reposition"]
+
+
 @dataclass(slots=True)
 class _QStop:
+    """A queued stop; ``reposition`` stops have no order (``order_id`` is "")."""
+
     order_id: str
-    kind: StopKind
+    kind: _Kind
     place: Place
     bundle: int
 
@@ -435,6 +448,9 @@ class Simulator:
                 out.extend((StopRef(q.order_id, "pickup"), arr, pick) for q in stops[i:j])
                 t = pick + self._hp
                 i = j
+            elif s.kind == "reposition":
+                t = arr
+                i += 1
             else:
                 drop = arr + self._hd
                 out.append((StopRef(s.order_id, "dropoff"), arr, drop))
@@ -467,8 +483,8 @@ class Simulator:
             phase=run.phase,
             free_at=free_at,
             free_place=free_place,
-            committed=tuple(StopRef(s.order_id, s.kind) for s in run.group),
-            queue=tuple(StopRef(s.order_id, s.kind) for s in run.queue),
+            committed=tuple(_refs(run.group)),
+            queue=tuple(_refs(run.queue)),
             on_board=tuple(run.on_board),
             assigned=tuple(run.assigned),
             capacity=c.capacity,
@@ -506,10 +522,16 @@ class Simulator:
         return True
 
     def project(self, decision: Decision) -> Projection:
-        """The courier's schedule if ``decision`` were applied (only timing is checked)."""
+        """The courier's schedule if ``decision`` were applied (only timing is checked;
+        for a :class:`Reposition` every rule is)."""
         run = self.runs.get(decision.courier_id)
         if run is None:
             return Projection((), self.now, Place((0.0, 0.0)), "unknown_courier", "")
+        if isinstance(decision, Reposition):
+            checked = self._reposition_check(run, decision)
+            if isinstance(checked, tuple):
+                return Projection((), self.now, run.place, checked[0], checked[1])
+            return checked
         if isinstance(decision, Assignment):
             missing = [o for o in decision.order_ids if o not in self.known]
             if missing:
@@ -537,8 +559,49 @@ class Simulator:
                     self._reject(d, "reroute_in_mdrp_mode", "mdrp mode takes assignments only")
                 else:
                     self._reroute(d)
+            elif isinstance(d, Reposition):
+                self._reposition(d)
             else:
-                raise SimulationError(f"policy returned {d!r}, not an Assignment or Reroute")
+                raise SimulationError(
+                    f"policy returned {d!r}, not an Assignment, Reroute or Reposition"
+                )
+
+    def _reposition_check(self, run: _Run, r: Reposition) -> Projection | tuple[str, str]:
+        """The projection of a valid reposition, or (reason, message)."""
+        cid = run.courier.id
+        if self.config.mode != "mdrp":
+            return "reposition_in_free_mode", "prepositioning is an mdrp-mode variant"
+        if not run.on_duty:
+            return "off_duty", f"courier {cid} is not on duty"
+        if run.phase != "idle" or run.queue or run.group:
+            return "courier_busy", f"courier {cid} is {run.phase}, not idle"
+        place = self.scenario.restaurants.get(r.restaurant_id)
+        if place is None:
+            return "unknown_restaurant", f"no restaurant {r.restaurant_id}"
+        if place.point == run.place.point:
+            return "already_there", f"courier {cid} is at {r.restaurant_id} already"
+        stop = _QStop("", "reposition", place, 0)
+        p = self._project_queue(run, [stop])
+        if p.end > run.courier.shift_end:
+            return (
+                "arrive_after_off",
+                f"courier {cid} would reach {r.restaurant_id} at {p.end:.0f}s, after its "
+                f"off-time {run.courier.shift_end:.0f}s",
+            )
+        return p
+
+    def _reposition(self, r: Reposition) -> None:
+        run = self.runs.get(r.courier_id)
+        if run is None:
+            self._reject(r, "unknown_courier", f"no courier {r.courier_id}")
+            return
+        checked = self._reposition_check(run, r)
+        if isinstance(checked, tuple):
+            self._reject(r, *checked)
+            return
+        run.queue.append(_QStop("", "reposition", self.scenario.restaurants[r.restaurant_id], 0))
+        run.version += 1
+        self._depart(run, self.now)
 
     def _assign(self, a: Assignment) -> None:
         run = self.runs.get(a.courier_id)
@@ -698,6 +761,9 @@ class Simulator:
     def _arrive(self, run: _Run, t: float) -> None:
         first = run.group[0]
         run.version += 1
+        if first.kind == "reposition":  # waits here unless work was queued meanwhile
+            self._depart(run, t)
+            return
         if first.kind == "dropoff":
             run.phase, run.since, run.until = "service", t, t + 2 * self._hd
             run.service_t = t + self._hd
@@ -831,6 +897,15 @@ class Simulator:
             event_log=self.event_log,
             end_time=self.now,
         )
+
+
+def _refs(stops: Sequence[_QStop]) -> list[StopRef]:
+    """Order stops as policies see them (reposition stops carry no order)."""
+    return [
+        StopRef(s.order_id, "pickup" if s.kind == "pickup" else "dropoff")
+        for s in stops
+        if s.kind != "reposition"
+    ]
 
 
 def simulate(

@@ -11,6 +11,14 @@ checks and applies immediately, in the order given:
   restaurant's pending orders in drop-off sequence. In ``mdrp`` mode this is the only
   decision there is, and the MDRP no-diversion rule holds: a busy courier finishes what it
   was given; the new bundle starts after its last queued drop-off.
+- :class:`Reposition` (``mdrp`` mode, the published *prepositioning* variant): send an
+  idle courier (on duty, no work queued, not moving) to a restaurant ahead of demand. It
+  drives there and waits. The move, once started, is completed (the MDRP couriers file
+  cannot express an interrupted move): an assignment given while it drives starts from
+  the restaurant when it arrives (``free_at``/``free_place`` say so). A reposition is
+  rejected when the courier is busy or off duty, when it is at the restaurant already, or
+  when it would arrive after its off-time. In the solution files it is just a move whose
+  destination is a restaurant id. Policies that never return one get the basic variant.
 - :class:`Reroute` (``free`` mode only): the courier's whole future stop sequence. The
   leg in progress (the stop it is driving to, or the restaurant/customer it is serving)
   is committed and not replaceable (committed stops named in a reroute are skipped);
@@ -54,6 +62,7 @@ __all__ = [
     "Decision",
     "Mode",
     "Policy",
+    "Reposition",
     "Reroute",
     "StopRef",
     "reroutes_from_plan",
@@ -87,7 +96,15 @@ class Reroute:
     stops: tuple[StopRef, ...]
 
 
-Decision = Assignment | Reroute
+@dataclass(frozen=True, slots=True)
+class Reposition:
+    """MDRP mode, prepositioning: send the idle ``courier_id`` to wait at ``restaurant_id``."""
+
+    courier_id: str
+    restaurant_id: str
+
+
+Decision = Assignment | Reroute | Reposition
 
 
 @runtime_checkable

@@ -3,8 +3,10 @@
 ``greedy`` (one order at a time to the nearest idle courier, the floor), ``bundling``
 (per-restaurant bundles to the courier who can be there first) and ``ortools``
 (:mod:`simulations.policies.ortools`: CP-SAT bundle matching with delayed commitment in
-mdrp mode, the OR-Tools routing dispatcher in free mode) ship here. ``ortools`` is
-registered through a lazy factory, so OR-Tools is only imported when it is used.
+mdrp mode, the OR-Tools routing dispatcher in free mode) ship here. ``ortools-prepos`` is
+``ortools`` with prepositioning (the published MDRP variant: surplus idle couriers sent
+to wait near recent demand). Both are
+registered through lazy factories, so OR-Tools is only imported when it is used.
 """
 
 from __future__ import annotations
@@ -38,10 +40,17 @@ def _ortools() -> Policy:
     return OrToolsPolicy()
 
 
+def _ortools_prepos() -> Policy:
+    from simulations.policies.ortools import OrToolsPolicy
+
+    return OrToolsPolicy(preposition=True, name="ortools-prepos")
+
+
 _REGISTRY: dict[str, PolicyFactory] = {
     "greedy": GreedyPolicy,
     "bundling": BundlingPolicy,
     "ortools": _ortools,
+    "ortools-prepos": _ortools_prepos,
 }
 
 
