@@ -30,11 +30,14 @@ thresholds) or that the simulator models by its own commitment rule
 (``freeze_next_stop``, ``lock_within_s``) do not change the KPIs; the response lists
 them in ``notes`` when they were changed.
 
-Runs live in this process's memory (the last :data:`MAX_KEPT`), one at a time on a
-single worker process (``ProcessPoolExecutor(max_workers=1)``, created on first use, shut
-down with the app or at exit); more than :data:`MAX_UNFINISHED` unfinished runs: 429.
-With several service workers (Redis store) a run is known only to the worker that took
-the POST.
+Runs live in the memory of the service worker that took the POST (the last
+:data:`MAX_KEPT`), one at a time on a single process of its own
+(``ProcessPoolExecutor(max_workers=1)``, created on first use, shut down with the app or
+at exit); more than :data:`MAX_UNFINISHED` unfinished runs on that worker: 429. Each run
+is also published in the store (``whatif:<id>`` documents and a ``whatif:index`` of the
+last :data:`MAX_KEPT`; older ones shrink to a stub) when it starts and when it ends, so
+with several workers (Redis store) any of them lists it, reports its status and serves
+its report.
 """
 
 from __future__ import annotations
@@ -77,8 +80,9 @@ from simulations.scenarios import CityConfig, Parameters, Scenario, default_city
 from simulations.scenarios.city import generate_city
 from simulations.scenarios.mdrp import START_ID
 from simulations.sweep import scale_fleet
-from tracking.errors import BadInput
+from tracking.errors import BadInput, TrackingError
 from tracking.live import settings_from_doc
+from tracking.store import StateStore
 
 log = logging.getLogger("o2o.whatif")
 
@@ -88,7 +92,9 @@ DEFAULT_CITY_SCALE = 0.05
 """Share of the default city's day replayed when ``scale`` is not given (about 100
 orders and 16 couriers: a run takes seconds)."""
 MAX_KEPT = 20
-"""Runs kept in memory (the oldest finished one goes first)."""
+"""Runs kept in memory and in the store's index (the oldest finished one goes first)."""
+_DOC = "whatif:"
+_INDEX = "whatif:index"
 MAX_UNFINISHED = 4
 """Runs running or queued at once; more: 429."""
 SIM_SOLUTION_LIMIT = 30
@@ -489,10 +495,14 @@ class WhatIfRunner:
         max_kept: int = MAX_KEPT,
         max_unfinished: int = MAX_UNFINISHED,
         clock: Callable[[], float] = time.time,
+        store: StateStore | None = None,
     ) -> None:
         self.max_kept = max_kept
         self.max_unfinished = max_unfinished
         self.clock = clock
+        self.store = store
+        """Where runs are published for the other workers (None: this process only)."""
+        self._tasks: set[asyncio.Task[None]] = set()
         self.reserved = 0
         """Requests between the room check and the submit (building their day)."""
         self.runs: OrderedDict[str, WhatIfRun] = OrderedDict()
@@ -527,9 +537,77 @@ class WhatIfRunner:
             if broken is not None:
                 _stop_executor(broken)
             run.future = self.executor().submit(run_whatif, job)
+        loop = asyncio.get_running_loop()
+
+        def done(_f: Future[dict[str, Any]]) -> None:  # on the pool's thread
+            with contextlib.suppress(RuntimeError):  # the loop is gone: shutting down
+                loop.call_soon_threadsafe(self._spawn_finished, run)
+
+        run.future.add_done_callback(done)
         self.runs[run.id] = run
         self._evict()
         return run
+
+    def _spawn_finished(self, run: WhatIfRun) -> None:
+        task = asyncio.ensure_future(self._finished(run))
+        self._tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finished(self, run: WhatIfRun) -> None:
+        run.refresh(self.clock())
+        await self.publish(run)
+
+    # -- shared with the other workers (through the store) ----------------------------
+    async def publish(self, run: WhatIfRun, *, new: bool = False) -> None:
+        """Store the run (and, when ``new``, list it) so every worker can answer for it.
+
+        With several workers a poll may reach any of them; only the one that runs it
+        holds it in memory. A store that cannot be written is logged, not fatal: this
+        worker still answers for its own runs."""
+        if self.store is None:
+            return
+        try:
+            await self.store.put_doc(_DOC + run.id, {**run.view(), "reports": run.reports})
+            if new:
+                index = await self.store.get_doc(_INDEX) or {}
+                ids = [run.id, *(i for i in index.get("ids", []) if i != run.id)]
+                await self.store.put_doc(_INDEX, {"ids": ids[: self.max_kept]})
+                for old in ids[self.max_kept :]:  # reports are large: keep only a stub
+                    await self.store.put_doc(_DOC + old, {"expired": True})
+        except TrackingError as e:
+            log.warning("what-if %s not shared with the other workers: %s", run.id, e)
+
+    async def lookup(self, run_id: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """A run's view and reports, from this worker or, failing that, the store."""
+        run = self.runs.get(run_id)
+        if run is not None:
+            run.refresh(self.clock())
+            return run.view(), run.reports
+        doc = None
+        if self.store is not None:
+            try:
+                doc = await self.store.get_doc(_DOC + run_id)
+            except BadInput:
+                doc = None
+        if doc is None or doc.get("expired"):
+            raise Problem(404, "unknown_whatif", f"no what-if {run_id!r} (or no longer kept)")
+        reports = doc.pop("reports", {})
+        return doc, reports
+
+    async def listing(self) -> list[dict[str, Any]]:
+        """Recent runs of every worker, newest first (this worker's from memory)."""
+        self.unfinished()  # refresh
+        mine = {r.id: r.view() for r in reversed(self.runs.values())}
+        ids: list[str] = []
+        if self.store is not None:
+            with contextlib.suppress(TrackingError):
+                ids = list(((await self.store.get_doc(_INDEX)) or {}).get("ids", []))
+        out = dict(mine)
+        for i in ids:
+            if i not in out:
+                with contextlib.suppress(TrackingError, Problem):
+                    out[i] = (await self.lookup(i))[0]
+        return sorted(out.values(), key=lambda v: v["created_at"], reverse=True)
 
     def _evict(self) -> None:
         while len(self.runs) > self.max_kept:
@@ -538,23 +616,21 @@ class WhatIfRunner:
                 return
             del self.runs[done]
 
-    def get(self, run_id: str) -> WhatIfRun:
-        run = self.runs.get(run_id)
-        if run is None:
-            raise Problem(404, "unknown_whatif", f"no what-if {run_id!r} (runs are kept in memory)")
-        run.refresh(self.clock())
-        return run
-
-    def shutdown(self) -> None:
-        """Stop the worker (a run in progress is abandoned) and fail what is unfinished."""
+    def shutdown(self) -> list[WhatIfRun]:
+        """Stop the worker (a run in progress is abandoned) and fail what is unfinished;
+        returns the runs it failed."""
         self.closed = True
         now = self.clock()
+        failed = []
         for r in self.runs.values():
             r.refresh(now)
+            if r.status == "running":
+                failed.append(r)
             r.fail("the service shut down before the run finished", now)
         ex, self._executor = self._executor, None
         if ex is not None:
             _stop_executor(ex)
+        return failed
 
 
 def _stop_executor(ex: ProcessPoolExecutor) -> None:
@@ -651,11 +727,12 @@ def _lifespan_with(
 
     @asynccontextmanager
     async def lifespan(a: Any) -> AsyncIterator[Any]:
-        try:
-            async with inner(a) as state:
+        async with inner(a) as state:
+            try:
                 yield state
-        finally:
-            runner.shutdown()
+            finally:
+                for run in runner.shutdown():  # the store is still open here
+                    await runner.publish(run)
 
     return lifespan
 
@@ -709,7 +786,9 @@ async def _prepare(
 def register(app: FastAPI) -> None:
     """Add the what-if endpoints to ``app`` (and stop its worker with the app)."""
     svc: Services | None = getattr(app.state, "svc", None)
-    runner = WhatIfRunner(clock=svc.live.clock) if svc is not None else WhatIfRunner()
+    runner = (
+        WhatIfRunner(clock=svc.live.clock, store=svc.store) if svc is not None else WhatIfRunner()
+    )
     app.state.whatif = runner
     app.router.lifespan_context = _lifespan_with(app, runner)
 
@@ -753,16 +832,15 @@ def register(app: FastAPI) -> None:
             runner.submit(run, job)
         finally:
             runner.reserved -= 1
+        await runner.publish(run, new=True)
         response.headers["Location"] = f"/v1/whatif/{run.id}"
         return run.view()
 
     @app.get("/v1/whatif", response_model=WhatIfList, tags=["ops"], responses=WHATIF_RESPONSES)
     async def list_whatifs(p: Caller, request: Request) -> dict[str, Any]:
-        """The what-ifs kept in memory, newest first."""
+        """Recent what-ifs (of every worker), newest first."""
         require(p, "ops")
-        runner = runner_of(request)
-        runner.unfinished()  # refresh
-        return {"runs": [r.view() for r in reversed(runner.runs.values())]}
+        return {"runs": await runner_of(request).listing()}
 
     @app.get(
         "/v1/whatif/{whatif_id}",
@@ -773,7 +851,7 @@ def register(app: FastAPI) -> None:
     async def get_whatif(whatif_id: str, p: Caller, request: Request) -> dict[str, Any]:
         """A what-if's status and, once done, the KPIs (minutes) of both runs."""
         require(p, "ops")
-        return runner_of(request).get(whatif_id).view()
+        return (await runner_of(request).lookup(whatif_id))[0]
 
     @app.get(
         "/v1/whatif/{whatif_id}/report",
@@ -794,9 +872,8 @@ def register(app: FastAPI) -> None:
     ) -> HTMLResponse:
         """The HTML report of the variant (or ``?run=baseline``); also ``?token=``."""
         require(p, "ops")
-        r = runner_of(request).get(whatif_id)
-        if r.status != "done":
-            raise Problem(
-                409, f"whatif_{r.status}", f"what-if {whatif_id} is {r.status}; no report"
-            )
-        return HTMLResponse(r.reports[run])
+        view, reports = await runner_of(request).lookup(whatif_id)
+        status = view["status"]
+        if status != "done" or run not in reports:
+            raise Problem(409, f"whatif_{status}", f"what-if {whatif_id} is {status}; no report")
+        return HTMLResponse(reports[run])

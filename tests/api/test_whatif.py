@@ -6,12 +6,15 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from api.whatif import MIN_STORE_ORDERS
 from tests.api.conftest import Server, auth, token
+from tests.conftest import RedisServer
+from tracking.redis_store import RedisStore
 
 OPS = token("ops", "ops-1")
 
@@ -184,3 +187,23 @@ def test_a_killed_worker_fails_its_run_and_the_next_run_gets_a_new_one(server: S
         again = c.post("/v1/whatif", json={"scale": 0.01})
         assert again.status_code == 202
         assert wait_done(c, again.json()["id"])["status"] == "done"
+
+
+def test_any_worker_answers_for_a_run(
+    server_factory: Callable[..., Server], redis_server: RedisServer
+) -> None:
+    """Two workers on one Redis: a what-if started on one is listed, polled to the end and
+    its report served by the other (a poll may reach any worker)."""
+    a = server_factory(store=RedisStore.from_url(redis_server.url))
+    b = server_factory(store=RedisStore.from_url(redis_server.url))
+    with a.client(OPS) as ca, b.client(OPS) as cb:
+        r = ca.post("/v1/whatif", json={"scale": 0.01})
+        assert r.status_code == 202, r.text
+        wid = r.json()["id"]
+        assert wid in [run["id"] for run in cb.get("/v1/whatif").json()["runs"]]
+        doc = wait_done(cb, wid)
+        assert doc["status"] == "done", doc
+        assert doc["kpis"] == wait_done(ca, wid)["kpis"]
+        report = cb.get(f"/v1/whatif/{wid}/report")
+        assert report.status_code == 200 and "<html" in report.text.lower()
+        assert cb.get("/v1/whatif/nope").status_code == 404
