@@ -34,10 +34,10 @@ Runs live in the memory of the service worker that took the POST (the last
 :data:`MAX_KEPT`), one at a time on a single process of its own
 (``ProcessPoolExecutor(max_workers=1)``, created on first use, shut down with the app or
 at exit); more than :data:`MAX_UNFINISHED` unfinished runs on that worker: 429. Each run
-is also published in the store (``whatif:<id>`` documents and a ``whatif:index`` of the
-last :data:`MAX_KEPT`; older ones shrink to a stub) when it starts and when it ends, so
-with several workers (Redis store) any of them lists it, reports its status and serves
-its report.
+is also published in the store (``whatif:<id>`` and ``whatif:<id>:reports`` documents
+and a ``whatif:index`` of the last :data:`MAX_KEPT`; older ones shrink to stubs) when it
+starts and when it ends, so with several workers (Redis store) any of them lists it,
+reports its status and serves its report.
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ orders and 16 couriers: a run takes seconds)."""
 MAX_KEPT = 20
 """Runs kept in memory and in the store's index (the oldest finished one goes first)."""
 _DOC = "whatif:"
+_REPORTS = ":reports"
 _INDEX = "whatif:index"
 MAX_UNFINISHED = 4
 """Runs running or queued at once; more: 429."""
@@ -554,7 +555,6 @@ class WhatIfRunner:
         task.add_done_callback(self._tasks.discard)
 
     async def _finished(self, run: WhatIfRun) -> None:
-        run.refresh(self.clock())
         await self.publish(run)
 
     # -- shared with the other workers (through the store) ----------------------------
@@ -562,51 +562,56 @@ class WhatIfRunner:
         """Store the run (and, when ``new``, list it) so every worker can answer for it.
 
         With several workers a poll may reach any of them; only the one that runs it
-        holds it in memory. A store that cannot be written is logged, not fatal: this
-        worker still answers for its own runs."""
+        holds it in memory. The view and the (large) reports are separate documents, so
+        a listing never reads reports. A store that cannot be written is logged, not
+        fatal: this worker still answers for its own runs."""
         if self.store is None:
             return
+        run.refresh(self.clock())
         try:
-            await self.store.put_doc(_DOC + run.id, {**run.view(), "reports": run.reports})
+            await self.store.put_doc(_DOC + run.id, run.view())
+            if run.reports:
+                await self.store.put_doc(_DOC + run.id + _REPORTS, run.reports)
             if new:
                 index = await self.store.get_doc(_INDEX) or {}
                 ids = [run.id, *(i for i in index.get("ids", []) if i != run.id)]
                 await self.store.put_doc(_INDEX, {"ids": ids[: self.max_kept]})
-                for old in ids[self.max_kept :]:  # reports are large: keep only a stub
-                    await self.store.put_doc(_DOC + old, {"expired": True})
+                for old in ids[self.max_kept :]:  # no longer listed: keep only stubs
+                    for name in (_DOC + old, _DOC + old + _REPORTS):
+                        await self.store.put_doc(name, {"expired": True})
         except TrackingError as e:
             log.warning("what-if %s not shared with the other workers: %s", run.id, e)
 
-    async def lookup(self, run_id: str) -> tuple[dict[str, Any], dict[str, str]]:
-        """A run's view and reports, from this worker or, failing that, the store."""
+    async def _shared(self, name: str) -> dict[str, Any] | None:
+        doc = None if self.store is None else await self.store.get_doc(name)
+        return None if doc is None or doc.get("expired") else doc
+
+    async def lookup(self, run_id: str) -> dict[str, Any]:
+        """A run's view, from this worker or, failing that, the store."""
         run = self.runs.get(run_id)
         if run is not None:
             run.refresh(self.clock())
-            return run.view(), run.reports
-        doc = None
-        if self.store is not None:
-            try:
-                doc = await self.store.get_doc(_DOC + run_id)
-            except BadInput:
-                doc = None
-        if doc is None or doc.get("expired"):
+            return run.view()
+        view = await self._shared(_DOC + run_id)
+        if view is None:
             raise Problem(404, "unknown_whatif", f"no what-if {run_id!r} (or no longer kept)")
-        reports = doc.pop("reports", {})
-        return doc, reports
+        return view
+
+    async def reports(self, run_id: str) -> dict[str, str]:
+        """A finished run's reports (empty until it is done)."""
+        run = self.runs.get(run_id)
+        if run is not None:
+            return run.reports
+        return await self._shared(_DOC + run_id + _REPORTS) or {}
 
     async def listing(self) -> list[dict[str, Any]]:
         """Recent runs of every worker, newest first (this worker's from memory)."""
         self.unfinished()  # refresh
-        mine = {r.id: r.view() for r in reversed(self.runs.values())}
-        ids: list[str] = []
-        if self.store is not None:
-            with contextlib.suppress(TrackingError):
-                ids = list(((await self.store.get_doc(_INDEX)) or {}).get("ids", []))
-        out = dict(mine)
-        for i in ids:
-            if i not in out:
-                with contextlib.suppress(TrackingError, Problem):
-                    out[i] = (await self.lookup(i))[0]
+        out = {r.id: r.view() for r in self.runs.values()}
+        with contextlib.suppress(TrackingError):
+            for i in ((await self._shared(_INDEX)) or {}).get("ids", []):
+                if i not in out and (view := await self._shared(_DOC + i)) is not None:
+                    out[i] = view
         return sorted(out.values(), key=lambda v: v["created_at"], reverse=True)
 
     def _evict(self) -> None:
@@ -851,7 +856,7 @@ def register(app: FastAPI) -> None:
     async def get_whatif(whatif_id: str, p: Caller, request: Request) -> dict[str, Any]:
         """A what-if's status and, once done, the KPIs (minutes) of both runs."""
         require(p, "ops")
-        return (await runner_of(request).lookup(whatif_id))[0]
+        return await runner_of(request).lookup(whatif_id)
 
     @app.get(
         "/v1/whatif/{whatif_id}/report",
@@ -872,8 +877,9 @@ def register(app: FastAPI) -> None:
     ) -> HTMLResponse:
         """The HTML report of the variant (or ``?run=baseline``); also ``?token=``."""
         require(p, "ops")
-        view, reports = await runner_of(request).lookup(whatif_id)
-        status = view["status"]
+        runner = runner_of(request)
+        status = (await runner.lookup(whatif_id))["status"]
+        reports = await runner.reports(whatif_id)
         if status != "done" or run not in reports:
             raise Problem(409, f"whatif_{status}", f"what-if {whatif_id} is {status}; no report")
         return HTMLResponse(reports[run])
