@@ -115,8 +115,7 @@ def app_services(request: Request) -> Services:
 
 
 async def services(request: Request) -> Services:
-    svc: Services = request.app.state.svc
-    return svc
+    return app_services(request)
 
 
 Svc = Annotated[Services, Depends(services)]

@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from dispatch.dispatcher import (
     DelayPredicted,
@@ -47,7 +47,6 @@ from tracking.live import SETTINGS_DOC, order_event, settings_from_doc
 from tracking.store import StateStore
 
 log = logging.getLogger("o2o.dispatch")
-T = TypeVar("T")
 
 SKIPPED = frozenset(
     {

@@ -40,8 +40,9 @@ CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008
 """Too many malformed frames from the client."""
 CLOSE_RESTART = 1012
-CLOSE_TRY_AGAIN = 1013
 """The server is shutting down: reconnect (to another worker) with last_event_id."""
+CLOSE_TRY_AGAIN = 1013
+"""The store cannot answer right now: reconnect after a moment."""
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
