@@ -321,12 +321,13 @@ class OrToolsPolicy(BasePolicy):
         w = np.array([demand[r] for r in rids])
         near_rr = view.travel_s(places, places) <= self.prepos_radius_s
         dem = near_rr.astype(float) @ w  # D(r)
-        near_sr = view.travel_s([c.free_place for c in supply], places) <= self.prepos_radius_s
+        tr_sr = view.travel_s([c.free_place for c in supply], places)
+        near_sr = tr_sr <= self.prepos_radius_s
         cnt = near_sr.sum(axis=0).astype(float)  # S(r)
         row = {c.id: i for i, c in enumerate(supply)}
         out: list[Decision] = []
         for c in idle:
-            tr = view.travel_s([c.free_place], places)[0]
+            tr = tr_sr[row[c.id]]
             here = tr <= self.prepos_radius_s
             # where it is: the best D/S among restaurants near it (S counts it already)
             value_here = float((dem / np.maximum(cnt, 1.0))[here].max(initial=0.0))
