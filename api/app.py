@@ -29,7 +29,6 @@ from typing import Annotated, Any
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -880,7 +879,8 @@ def _routes(app: FastAPI) -> None:
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     async def metrics(svc: Svc) -> Response:
-        return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        body, media_type = svc.metrics.exposition()
+        return Response(body, media_type=media_type)
 
 
 def _settings_json(s: DispatchSettings) -> dict[str, Any]:

@@ -11,7 +11,14 @@ import os
 import time
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,6 +49,10 @@ class Metrics:
             "o2o_ws_closed", "Websockets closed by the server", ["code"], registry=r
         )
         self.ws_open = Gauge("o2o_ws_connections", "Open websockets", ["channel"], registry=r)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text ``/metrics`` answers, and its media type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
     def watch(self, probe: Callable[[], dict[str, float]]) -> None:
         """Expose gauges read at scrape time (hub and dispatcher state)."""
