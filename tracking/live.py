@@ -175,6 +175,9 @@ class Live:
     base_settings: DispatchSettings = field(default_factory=DispatchSettings)
     """The service's dispatch settings; operator changes apply on top of these."""
     fusion: FusionEngine = field(init=False)
+    _synced: dict[str, float] = field(default_factory=dict, init=False)
+    """Per courier, the ``t`` of the stored position when this process last wrote or
+    read it, while this process's filter holds exactly that state."""
     _zones: ZoneIndex | None = field(default=None, init=False)
     _zones_loaded: float = field(default=-math.inf, init=False)
 
@@ -388,27 +391,39 @@ class Live:
         est = result.estimates.get(courier_id)
         if est is not None:
             try:
-                await self.store.put_position(
+                replaced = await self.store.put_position(
                     courier_id, est, events=[position_event(courier_id, est)]
                 )
             except BadInput:
                 # refused after fusing: restart this courier's filter, or every later
                 # fix would be judged against the refused one
                 self.fusion.forget(courier_id)
+                self._synced.pop(courier_id, None)
                 raise
+            if replaced is None or replaced == self._synced.get(courier_id):
+                self._synced[courier_id] = est.t
+            else:  # another worker wrote since we looked: read it before the next fix
+                self._synced.pop(courier_id, None)
         if records and not good and not result.estimates:
             raise Unprocessable("no_usable_observation", _summary(rejected))
         return IngestResult(len(good) - len(result.rejected), rejected, est)
 
     async def _reseed(self, courier_id: str, t: float) -> None:
-        """Start this process's filter from the stored position if ours is older."""
+        """Start this process's filter from the stored position if ours is older.
+
+        With several workers a courier's posts may land on any of them. A worker that
+        wrote the stored position itself (its last write's reply showed nobody wrote in
+        between) skips the read: with keep-alive connections that is nearly every post.
+        """
         mine = self.fusion.estimate(courier_id)
-        if mine is not None and mine.t >= t - 1.0:
+        if mine is not None and self._synced.get(courier_id) == mine.t:
             return
         try:
             stored = await self.store.get_position(courier_id)
         except NotFound:
+            self._synced.pop(courier_id, None)
             return
+        self._synced[courier_id] = stored.t
         if mine is not None and mine.t >= stored.t:
             return
         if stored.t >= t:

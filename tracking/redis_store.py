@@ -179,8 +179,9 @@ class RedisStore:
 
     # -- helpers -----------------------------------------------------------------------
 
-    async def _write(self, queue: Callable[[Pipeline], None], events: Sequence[Event]) -> None:
+    async def _write(self, queue: Callable[[Pipeline], None], events: Sequence[Event]) -> list[Any]:
         """One ``MULTI``/``EXEC``: the commands ``queue`` adds, then the event append.
+        Returns the replies, in the order ``queue`` added the commands.
 
         Everything is encoded and validated before anything is sent (the pipeline
         buffers until ``execute``), so bad input never leaves a half-applied write.
@@ -190,7 +191,8 @@ class RedisStore:
                 queue(pipe)
                 if events:
                     await self._log.queue_append(pipe, events)
-                await pipe.execute()
+                replies: list[Any] = await pipe.execute()
+                return replies
 
     def _queue_order(self, pipe: Pipeline, order: Order, text: str) -> None:
         pipe.set(self._order_key(order.id), text)
@@ -322,17 +324,21 @@ class RedisStore:
 
     async def put_position(
         self, courier_id: str, estimate: Estimate, *, events: Sequence[Event] = ()
-    ) -> None:
+    ) -> float | None:
         check_id("courier", courier_id)
         check_instance(estimate, Estimate, "estimate")
         check_point(estimate.lat, estimate.lon)
         text = encode(estimate)
 
         def queue(pipe: Pipeline) -> None:
+            pipe.hget(self._positions_key, courier_id)  # inside MULTI: the one replaced
             pipe.hset(self._positions_key, courier_id, text)
             pipe.geoadd(self._geo_key, [estimate.lon, estimate.lat, courier_id])
 
-        await self._write(queue, events)
+        replaced = (await self._write(queue, events))[0]
+        if replaced is None:
+            return None
+        return decode(replaced, Estimate, f"position of {courier_id}").t
 
     async def get_position(self, courier_id: str) -> Estimate:
         check_id("courier", courier_id)

@@ -112,8 +112,13 @@ class StateStore(Protocol):
 
     async def put_position(
         self, courier_id: str, estimate: Estimate, *, events: Sequence[Event] = ()
-    ) -> None:
-        """Record ``estimate`` as the courier's latest position (replacing any older)."""
+    ) -> float | None:
+        """Record ``estimate`` as the courier's latest position (replacing any older).
+
+        Returns the ``t`` of the position it replaced (None: there was none), read in
+        the same atomic step, so a writer that keeps state of its own (a worker's
+        fusion filter) learns whether anyone else wrote in between without a read.
+        """
         ...
 
     async def get_position(self, courier_id: str) -> Estimate:
@@ -310,6 +315,7 @@ class MemoryStore:
         self._idem: dict[str, str] = {}
         self._couriers: dict[str, str] = {}
         self._positions: dict[str, str] = {}
+        self._position_t: dict[str, float] = {}
         self._cells = CellAggregator(h3_res)
         self._cell_area_m2 = float(h3.average_hexagon_area(h3_res, "m^2"))
         self._edge_m = float(h3.average_hexagon_edge_length(h3_res, "m"))
@@ -402,17 +408,20 @@ class MemoryStore:
 
     async def put_position(
         self, courier_id: str, estimate: Estimate, *, events: Sequence[Event] = ()
-    ) -> None:
+    ) -> float | None:
         check_id("courier", courier_id)
         check_instance(estimate, Estimate, "estimate")
         check_point(estimate.lat, estimate.lon)
         text = encode(estimate)
+        replaced = self._position_t.get(courier_id)
 
         def write() -> None:
             self._positions[courier_id] = text
+            self._position_t[courier_id] = estimate.t
             self._cells.update(courier_id, estimate.lat, estimate.lon)
 
         await self._commit(events, write)
+        return replaced
 
     async def get_position(self, courier_id: str) -> Estimate:
         text = self._positions.get(check_id("courier", courier_id))
@@ -425,6 +434,7 @@ class MemoryStore:
 
         def write() -> None:
             self._positions.pop(courier_id, None)
+            self._position_t.pop(courier_id, None)
             self._cells.remove(courier_id)
 
         await self._commit(events, write)

@@ -91,14 +91,16 @@ def test_positions_round_trip_and_replace(make_store: MakeStore) -> None:
     async def main() -> None:
         store = make_store()
         first, later = estimate(52.52, 13.40, t=10.0), estimate(52.53, 13.41, t=20.0)
-        await store.put_position("c1", first)
+        assert await store.put_position("c1", first) is None  # nothing replaced
         assert await store.get_position("c1") == first
-        await store.put_position("c1", later)
+        assert await store.put_position("c1", later) == 10.0  # the t it replaced
         got = await store.get_position("c1")
         assert got == later and got.extra == later.extra
         await store.remove_position("c1")
         with pytest.raises(NotFound):
             await store.get_position("c1")
+        assert await store.put_position("c1", first) is None
+        await store.remove_position("c1")
         assert await store.couriers_near(52.53, 13.41, 1_000.0) == []
         for lat, lon in ((0.0, 0.0), (89.0, 10.0), (float("nan"), 1.0)):
             with pytest.raises(BadInput):
