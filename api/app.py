@@ -443,13 +443,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub.start()
-        task = asyncio.create_task(loop.run(), name="dispatch") if loop else None
+        tasks = [asyncio.create_task(metrics.publish_forever(), name="metrics")]
+        if loop:
+            tasks.append(asyncio.create_task(loop.run(), name="dispatch"))
         try:
             yield
         finally:
             hub.close_all("restart")
             await asyncio.sleep(0)
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task

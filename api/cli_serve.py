@@ -8,7 +8,9 @@ processes through ``O2O_*`` variables (uvicorn starts each worker afresh, and
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from typing import Annotated
 
 import typer
@@ -56,22 +58,37 @@ def serve(
     os.environ["O2O_STORE"] = store
     os.environ["O2O_DISPATCH"] = "1" if dispatch else "0"
     os.environ["O2O_LOG_LEVEL"] = log_level.upper()
-    uvicorn.run(
-        "api.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        # Off unless asked: nothing here uses the client's address, and parsing the
-        # headers costs every request (a few % of the service's CPU under load).
-        proxy_headers=proxy_headers,
-        forwarded_allow_ips=forwarded_allow_ips,
-        ws_max_size=65_536,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
-        timeout_graceful_shutdown=5,
-    )
+    # Workers > 1: prometheus_client's multiprocess mode, which it picks when first
+    # imported, so the variable must be set before uvicorn starts (spawns) the workers.
+    own_metrics_dir = None
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir:
+        if not os.path.isdir(metrics_dir):
+            _fail(f"PROMETHEUS_MULTIPROC_DIR={metrics_dir!r} is not a directory")
+    elif workers > 1:
+        own_metrics_dir = tempfile.mkdtemp(prefix="o2o-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_metrics_dir
+    try:
+        uvicorn.run(
+            "api.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            # Off unless asked: nothing here uses the client's address, and parsing the
+            # headers costs every request (a few % of the service's CPU under load).
+            proxy_headers=proxy_headers,
+            forwarded_allow_ips=forwarded_allow_ips,
+            ws_max_size=65_536,
+            ws_ping_interval=20.0,
+            ws_ping_timeout=20.0,
+            timeout_graceful_shutdown=5,
+        )
+    finally:
+        if own_metrics_dir is not None:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
 
 
 @token_app.command("create")

@@ -28,6 +28,7 @@ from tests.api.conftest import (
     start_serve_process,
     stop_process,
     token,
+    worker_of,
 )
 from tests.conftest import RedisServer
 from tracking.events import OPS_TOPIC, event_id_key
@@ -247,28 +248,6 @@ def test_redis_sigkill_loses_no_acknowledged_order_and_subscribers_resume(
 # -- an API worker killed -----------------------------------------------------------------
 
 
-def _worker_of(local_port: int, server_port: int) -> int | None:
-    """Pid of the process holding the server end of a client's TCP connection."""
-    want = f"{server_port:04X}", f"{local_port:04X}"
-    inode = None
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(FileNotFoundError), open(table) as f:
-            for line in f.readlines()[1:]:
-                cols = line.split()
-                if cols[1].endswith(":" + want[0]) and cols[2].endswith(":" + want[1]):
-                    inode = cols[9]
-    if inode is None:
-        return None
-    target = f"socket:[{inode}]"
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                        return int(pid)
-    return None
-
-
 def test_killed_worker_clients_resume_on_the_other(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -295,7 +274,7 @@ def test_killed_worker_clients_resume_on_the_other(
                 async with websockets.connect(
                     f"{srv.ws}/v1/orders/{oid}/track?token={tok}{q}"
                 ) as ws:
-                    pid = _worker_of(ws.local_address[1], port)
+                    pid = worker_of(ws.local_address[1], port)
                     if pid is not None:
                         pids[oid] = pid
                     ready.set()
