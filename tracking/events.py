@@ -128,11 +128,22 @@ def validate_topic(topic: str) -> str:
 
     Non-empty, at most 200 characters, no whitespace, control characters or ``*``.
     """
+    if type(topic) is str and topic in _VALID_TOPICS:
+        return topic
     if not isinstance(topic, str) or not _TOPIC_RE.fullmatch(topic):
         raise BadInput("bad_topic", f"bad topic {topic!r}")
     if len(topic) > MAX_TOPIC_LEN:
         raise BadInput("bad_topic", f"topic longer than {MAX_TOPIC_LEN} characters")
+    if len(_VALID_TOPICS) >= _VALID_TOPICS_MAX:
+        _VALID_TOPICS.clear()
+    _VALID_TOPICS.add(topic)
     return topic
+
+
+_VALID_TOPICS: set[str] = set()
+"""Topics already checked: every event read back from the log is checked again, and the
+same few thousand topics (orders, couriers, areas) recur all day."""
+_VALID_TOPICS_MAX = 100_000
 
 
 def validate_topics(topics: Iterable[str] | None) -> tuple[str, ...] | None:

@@ -74,7 +74,7 @@ class Subscription:
         self.queue: deque[Event] = deque()
         self.positions: dict[str, Event] = {}
         self.overflowed: str | None = None
-        self.wake = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, e: Event) -> None:
         if e.type == "courier_position":
@@ -83,11 +83,35 @@ class Subscription:
             self.overflowed = self.overflowed or "queue_full"
         else:
             self.queue.append(e)
-        self.wake.set()
+        self._wake()
 
     def fail(self, reason: str) -> None:
         self.overflowed = self.overflowed or reason
-        self.wake.set()
+        self._wake()
+
+    async def wait(self, timeout: float) -> None:
+        """Until the next :meth:`offer` or :meth:`fail`, or ``timeout`` seconds.
+
+        A bare future and a timer handle: ``asyncio.wait_for`` on an ``Event`` made a
+        task per wake-up, for every connection, several times a second.
+        """
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            _resolve(self._waiter)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class Hub:
@@ -243,7 +267,8 @@ async def serve_channel(
 
     async def push(frame: Frame) -> None:
         try:
-            await asyncio.wait_for(send(frame), lim.send_timeout_s)
+            async with asyncio.timeout(lim.send_timeout_s):  # no task, unlike wait_for
+                await send(frame)
         except TimeoutError:
             raise ChannelClosed(CLOSE_FELL_BEHIND, "client not reading") from None
 
@@ -295,10 +320,8 @@ async def serve_channel(
             wait = lim.heartbeat_s - (now - last_frame)
             if sub.positions:
                 wait = min(wait, slot - early - now)
-            sub.wake.clear()
             if sub.queue or sub.overflowed:
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sub.wake.wait(), max(0.01, wait))
+            await sub.wait(max(0.01, wait))
     finally:
         hub.detach(sub)
