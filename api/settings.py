@@ -43,3 +43,7 @@ class Settings(BaseSettings):
     """Base URL for share links (empty: links are relative paths)."""
     replan_every_s: float = Field(30.0, gt=0)
     solve_time_limit_s: float = Field(1.0, gt=0)
+    whatif_heartbeat_s: float = Field(5.0, gt=0)
+    """How often the worker running a what-if refreshes its published view
+    (:data:`api.whatif.HEARTBEAT_S`); other workers report a run whose heartbeat is
+    :data:`api.whatif.STALE_HEARTBEATS` intervals old as failed (its worker was lost)."""

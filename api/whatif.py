@@ -38,6 +38,31 @@ is also published in the store (``whatif:<id>`` and ``whatif:<id>:reports`` docu
 and a ``whatif:index`` of the last :data:`MAX_KEPT`; older ones shrink to stubs) when it
 starts and when it ends, so with several workers (Redis store) any of them lists it,
 reports its status and serves its report.
+
+**Lost workers.** While a run is running, the worker that took it (its owner) re-publishes
+its view every :data:`HEARTBEAT_S` seconds (``O2O_WHATIF_HEARTBEAT_S``; one store write per
+running run) with ``heartbeat_at`` (wall-clock epoch seconds) and ``heartbeat_s``. A worker
+that reads a published run still ``running`` whose last heartbeat is more than
+:data:`STALE_HEARTBEATS` of its intervals old (a view without one: its ``created_at``)
+reports it ``failed``, its error saying the worker running it was lost, ``finished_at`` its
+last heartbeat (:func:`judged`); the listing applies the same rule, so the two agree.
+
+Only the owner writes a run's documents; the other workers judge, they never write a
+verdict back. The store has no compare-and-set, so a verdict written back could cross a
+slow owner's last write: overwrite a finished run, or be overwritten by it. A verdict is a
+function of the document and the time alone, so every worker reaches the same one, and the
+owner keeps a lease so that it never contradicts it (on a shared store; see
+:meth:`WhatIfRunner.publish`): it counts a heartbeat only when its write completed within
+one interval; once ``STALE_HEARTBEATS - 1`` intervals pass without one it gives the run up
+itself (failed with the same error, logged; a result that comes later is dropped) and
+publishes that; and it reports a finished run as done only once that state is published,
+within the lease. So each ``running`` or ``done`` it writes lands before any worker can
+judge the run lost, and afterwards it writes only the same ``failed``. Assumed: the
+workers' clocks agree within one interval (``o2o serve --workers`` runs them on one host),
+and a store write, failed ones included, lands within one interval of its start or never
+(the Redis client gives up after 5 s, the default interval). The memory store lives in one
+process, whose runs are all in its memory: there the heartbeat is written and nothing else
+changes (no lease; a run is never given up).
 """
 
 from __future__ import annotations
@@ -82,7 +107,7 @@ from simulations.scenarios.mdrp import START_ID
 from simulations.sweep import scale_fleet
 from tracking.errors import BadInput, TrackingError
 from tracking.live import settings_from_doc
-from tracking.store import StateStore
+from tracking.store import MemoryStore, StateStore
 
 log = logging.getLogger("o2o.whatif")
 
@@ -109,6 +134,13 @@ NO_KPI_EFFECT = frozenset(
     {"freeze_next_stop", "lock_within_s", "delay_threshold_s", "delay_growth_s", "eta_change_s"}
 )
 """Settings that do not change a simulated day (see the module docstring)."""
+HEARTBEAT_S = 5.0
+"""Seconds between two heartbeats of a running run's published view (the default of
+``O2O_WHATIF_HEARTBEAT_S``, :attr:`api.settings.Settings.whatif_heartbeat_s`)."""
+STALE_HEARTBEATS = 4
+"""A published run still ``running`` whose last heartbeat is older than this many of its
+heartbeat intervals is reported failed: the worker running it was lost (20 s by default).
+Its owner gives it up itself after one interval less without a heartbeat (its lease)."""
 
 ScenarioKind = Literal["store", "default_city"]
 Status = Literal["running", "done", "failed"]
@@ -173,6 +205,11 @@ class WhatIfOut(BaseModel):
     created_at: float
     finished_at: float | None
     notes: list[str]
+    heartbeat_at: float | None = None
+    """Last heartbeat (epoch s) of the worker running it, published every ``heartbeat_s``
+    while it runs; a running what-if whose heartbeat is more than :data:`STALE_HEARTBEATS`
+    intervals old is reported failed (its worker was lost)."""
+    heartbeat_s: float | None = None
 
 
 class WhatIfList(BaseModel):
@@ -423,6 +460,47 @@ async def store_scenario(
 # -- runs ------------------------------------------------------------------------------------
 
 
+def stale_after(heartbeat_s: float) -> float:
+    """Seconds without a heartbeat after which a running run counts as lost."""
+    return STALE_HEARTBEATS * heartbeat_s
+
+
+def lost_error(heartbeat_s: float) -> str:
+    """The error of a run whose worker was lost (the same from every worker)."""
+    return (
+        "worker lost: the service worker running this what-if stopped (killed or crashed) "
+        f"and sent no heartbeat for {stale_after(heartbeat_s):g} s; start it again"
+    )
+
+
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok and math.isfinite(value) else None
+
+
+def judged(view: dict[str, Any], now: float, heartbeat_s: float = HEARTBEAT_S) -> dict[str, Any]:
+    """A published ``view`` as it reads at ``now`` (wall clock): still ``running`` with its
+    last heartbeat more than :data:`STALE_HEARTBEATS` intervals old (its own
+    ``heartbeat_s``, else ``heartbeat_s``; no heartbeat: since ``created_at``), it is
+    ``failed``, its worker lost, ``finished_at`` its last heartbeat. Anything else is
+    returned as it is."""
+    if view.get("status") != "running":
+        return view
+    interval = _number(view.get("heartbeat_s")) or heartbeat_s
+    last = _number(view.get("heartbeat_at"))
+    if last is None:
+        last = _number(view.get("created_at"))
+    if last is None or now - last <= stale_after(interval):
+        return view
+    return {
+        **view,
+        "status": "failed",
+        "error": lost_error(interval),
+        "report_url": None,
+        "finished_at": last,
+    }
+
+
 @dataclass
 class WhatIfRun:
     id: str
@@ -441,27 +519,50 @@ class WhatIfRun:
     kpis: dict[str, Kpis] | None = None
     reports: dict[str, str] = field(default_factory=dict)
     finished_at: float | None = None
+    heartbeat_s: float = HEARTBEAT_S
+    heartbeat_at: float | None = None
+    """The last heartbeat published (wall clock)."""
+    lease_from: float = 0.0
+    """The last heartbeat whose write completed within ``heartbeat_s`` (the owner's lease
+    runs from it; see :meth:`WhatIfRunner.publish`)."""
+    published_end: bool = False
+    """Its final state is in the store (until then heartbeats retry it)."""
+    publishing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
+    """Held by :meth:`WhatIfRunner.publish` (one at a time; its write decides the lease)."""
+
+    def outcome(self, now: float) -> dict[str, Any] | None:
+        """The fields the worker's answer sets, once it is there (None before)."""
+        f = self.future
+        if f is None or not f.done():
+            return None
+        out: dict[str, Any] = {"future": None, "finished_at": now}
+        if f.cancelled():
+            out.update(status="failed", error="cancelled (the service is shutting down)")
+        elif (exc := f.exception()) is not None:
+            out.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        else:
+            result = f.result()
+            out.update(
+                status="done",
+                kpis=result["kpis"],
+                reports=result["reports"],
+                orders=int(result["orders"]),
+            )
+        return out
+
+    def apply(self, outcome: Mapping[str, Any]) -> None:
+        if self.status != "running":
+            return
+        for name, value in outcome.items():
+            setattr(self, name, value)
+        if outcome.get("status") == "failed":
+            log.warning("what-if %s failed: %s", self.id, self.error)
 
     def refresh(self, now: float) -> None:
         """Take the worker's answer once it is there."""
-        f = self.future
-        if f is None or not f.done():
-            return
-        self.future = None
-        self.finished_at = now
-        if f.cancelled():
-            self.status, self.error = "failed", "cancelled (the service is shutting down)"
-            return
-        exc = f.exception()
-        if exc is not None:
-            self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
-            log.warning("what-if %s failed: %s", self.id, self.error)
-            return
-        result = f.result()
-        self.kpis = result["kpis"]
-        self.reports = result["reports"]
-        self.orders = int(result["orders"])
-        self.status = "done"
+        outcome = self.outcome(now)
+        if outcome is not None:
+            self.apply(outcome)
 
     def fail(self, error: str, now: float) -> None:
         if self.status == "running":
@@ -484,6 +585,8 @@ class WhatIfRun:
             "created_at": self.created_at,
             "finished_at": self.finished_at,
             "notes": self.notes,
+            "heartbeat_at": self.heartbeat_at,
+            "heartbeat_s": self.heartbeat_s,
         }
 
 
@@ -497,18 +600,36 @@ class WhatIfRunner:
         max_unfinished: int = MAX_UNFINISHED,
         clock: Callable[[], float] = time.time,
         store: StateStore | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
+        wall: Callable[[], float] = time.time,
+        shared: bool | None = None,
     ) -> None:
         self.max_kept = max_kept
         self.max_unfinished = max_unfinished
         self.clock = clock
+        """The service's clock (``created_at``, ``finished_at``; the demo's runs fast)."""
         self.store = store
         """Where runs are published for the other workers (None: this process only)."""
+        self.heartbeat_s = heartbeat_s
+        self.wall = wall
+        """Real time, for heartbeats (compared across workers)."""
+        self.shared = (
+            store is not None and not isinstance(store, MemoryStore) if shared is None else shared
+        )
+        """Other processes read the store (not the memory store): runs have a lease."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._beating: asyncio.Task[None] | None = None
         self.reserved = 0
         """Requests between the room check and the submit (building their day)."""
         self.runs: OrderedDict[str, WhatIfRun] = OrderedDict()
         self._executor: ProcessPoolExecutor | None = None
         self.closed = False
+
+    @property
+    def lease_s(self) -> float:
+        """Seconds the owner goes on claiming a run without a heartbeat that counted: one
+        interval less than the others wait before they judge it lost."""
+        return stale_after(self.heartbeat_s) - self.heartbeat_s
 
     def executor(self) -> ProcessPoolExecutor:
         """The worker pool, started on first use (spawned: the service runs threads)."""
@@ -518,10 +639,36 @@ class WhatIfRunner:
             self._executor = ex
         return self._executor
 
+    def settle(self, run: WhatIfRun) -> None:
+        """Bring this worker's own ``run`` up to date before answering for it: take the
+        worker's answer (memory store), or give the run up once its lease has run out
+        (shared store: there the answer is taken by :meth:`publish`)."""
+        if not self.shared:
+            run.refresh(self.clock())
+        elif run.status == "running" and not run.publishing.locked() and self._lease_out(run):
+            self._lose(run)
+            self._spawn(self.publish(run))
+
+    def _lease_out(self, run: WhatIfRun) -> bool:
+        return self.shared and self.wall() - run.lease_from > self.lease_s
+
+    def _lose(self, run: WhatIfRun) -> None:
+        """Give ``run`` up as the other workers do (its heartbeats stopped landing)."""
+        f = run.future
+        last = run.heartbeat_at if run.heartbeat_at is not None else run.lease_from
+        run.fail(lost_error(run.heartbeat_s), last)
+        if f is not None:
+            f.cancel()  # still queued: never run it; running: its result is dropped
+        log.warning(
+            "what-if %s given up: no heartbeat published for %g s (the store is down or "
+            "this worker stalled); the other workers report it failed too",
+            run.id,
+            self.lease_s,
+        )
+
     def unfinished(self) -> int:
-        now = self.clock()
         for r in self.runs.values():
-            r.refresh(now)
+            self.settle(r)
         return sum(1 for r in self.runs.values() if r.status == "running")
 
     def has_room(self) -> bool:
@@ -531,47 +678,103 @@ class WhatIfRunner:
         if self.closed:
             raise Problem(503, "shutting_down", "the service is shutting down")
         try:
-            run.future = self.executor().submit(run_whatif, job)
+            future = self.executor().submit(run_whatif, job)
         except BrokenProcessPool:  # the worker died (killed, out of memory): start afresh
             log.warning("what-if worker pool broken; starting a new one")
             broken, self._executor = self._executor, None
             if broken is not None:
                 _stop_executor(broken)
-            run.future = self.executor().submit(run_whatif, job)
+            future = self.executor().submit(run_whatif, job)
+        self.track(run, future)
+        return run
+
+    def track(self, run: WhatIfRun, future: Future[dict[str, Any]]) -> None:
+        """Keep ``run``, computed by ``future``: publish it when it ends, heartbeat it until
+        then (the loop's thread)."""
+        run.future = future
+        run.heartbeat_s = self.heartbeat_s
+        run.lease_from = self.wall()
         loop = asyncio.get_running_loop()
 
         def done(_f: Future[dict[str, Any]]) -> None:  # on the pool's thread
             with contextlib.suppress(RuntimeError):  # the loop is gone: shutting down
                 loop.call_soon_threadsafe(self._spawn_finished, run)
 
-        run.future.add_done_callback(done)
+        future.add_done_callback(done)
         self.runs[run.id] = run
         self._evict()
-        return run
+        if self.store is not None and (self._beating is None or self._beating.done()):
+            self._beating = asyncio.ensure_future(self._heartbeats())
 
-    def _spawn_finished(self, run: WhatIfRun) -> None:
-        task = asyncio.ensure_future(self._finished(run))
+    def _spawn(self, job: Any) -> None:
+        task = asyncio.ensure_future(job)
         self._tasks.add(task)  # keep a reference until it is done
         task.add_done_callback(self._tasks.discard)
+
+    def _spawn_finished(self, run: WhatIfRun) -> None:
+        self._spawn(self._finished(run))
 
     async def _finished(self, run: WhatIfRun) -> None:
         await self.publish(run)
 
+    async def _heartbeats(self) -> None:
+        """Re-publish every running run each ``heartbeat_s`` (and a finished one whose end
+        could not be published yet), until none is left."""
+        while not self.closed:
+            await asyncio.sleep(self.heartbeat_s)
+            due = [r for r in self.runs.values() if not r.published_end]
+            if not due or self.closed:
+                return
+            for run in due:
+                try:
+                    await self.publish(run)
+                except Exception:  # keep beating for the other runs
+                    log.exception("what-if %s: heartbeat failed", run.id)
+
     # -- shared with the other workers (through the store) ----------------------------
     async def publish(self, run: WhatIfRun, *, new: bool = False) -> None:
-        """Store the run (and, when ``new``, list it) so every worker can answer for it.
+        """Store the run (and, when ``new``, list it) so every worker can answer for it;
+        ``heartbeat_at`` is now.
 
         With several workers a poll may reach any of them; only the one that runs it
         holds it in memory. The view and the (large) reports are separate documents, so
         a listing never reads reports. A store that cannot be written is logged, not
-        fatal: this worker still answers for its own runs."""
+        fatal: this worker still answers for its own runs.
+
+        On a shared store the owner holds a lease on a running run: a heartbeat counts
+        (renews it) when its write completed within ``heartbeat_s``. Once the lease has
+        run out (``lease_s``, one interval short of when the other workers judge the run
+        lost) the run is given up: failed, with the error they report, and published so.
+        The worker's answer is shown (applied to ``run``) only once its write succeeded:
+        a run never reads done here while it may read failed elsewhere."""
         if self.store is None:
             return
-        run.refresh(self.clock())
+        async with run.publishing:  # one at a time, so the latest state lands last
+            await self._publish(run, new)
+
+    async def _publish(self, run: WhatIfRun, new: bool) -> None:
+        assert self.store is not None
+        stamp = self.wall()
+        outcome = None
+        if not self.shared:
+            run.refresh(self.clock())
+        elif run.status == "running":
+            if self._lease_out(run):
+                self._lose(run)
+            else:
+                outcome = run.outcome(self.clock())
+        shown = replace(run, **outcome) if outcome else run
+        view = {**shown.view(), "heartbeat_at": stamp}
         try:
-            await self.store.put_doc(_DOC + run.id, run.view())
-            if run.reports:
-                await self.store.put_doc(_DOC + run.id + _REPORTS, run.reports)
+            if shown.reports:  # before the view: a done view always has its reports
+                await self.store.put_doc(_DOC + run.id + _REPORTS, shown.reports)
+            await self.store.put_doc(_DOC + run.id, view)
+            run.heartbeat_at = stamp
+            if self.wall() - stamp <= self.heartbeat_s:
+                run.lease_from = stamp
+            if outcome:
+                run.apply(outcome)
+            run.published_end = shown.status != "running"
             if new:
                 index = await self.store.get_doc(_INDEX) or {}
                 ids = [run.id, *(i for i in index.get("ids", []) if i != run.id)]
@@ -587,15 +790,15 @@ class WhatIfRunner:
         return None if doc is None or doc.get("expired") else doc
 
     async def lookup(self, run_id: str) -> dict[str, Any]:
-        """A run's view, from this worker or, failing that, the store."""
+        """A run's view, from this worker or, failing that, the store (:func:`judged`)."""
         run = self.runs.get(run_id)
         if run is not None:
-            run.refresh(self.clock())
+            self.settle(run)
             return run.view()
         view = await self._shared(_DOC + run_id)
         if view is None:
             raise Problem(404, "unknown_whatif", f"no what-if {run_id!r} (or no longer kept)")
-        return view
+        return judged(view, self.wall(), self.heartbeat_s)
 
     async def reports(self, run_id: str) -> dict[str, str]:
         """A finished run's reports (empty until it is done)."""
@@ -605,13 +808,14 @@ class WhatIfRunner:
         return await self._shared(_DOC + run_id + _REPORTS) or {}
 
     async def listing(self) -> list[dict[str, Any]]:
-        """Recent runs of every worker, newest first (this worker's from memory)."""
-        self.unfinished()  # refresh
+        """Recent runs of every worker, newest first (this worker's from memory; the
+        others' judged as :meth:`lookup` does)."""
+        self.unfinished()  # settle
         out = {r.id: r.view() for r in self.runs.values()}
         with contextlib.suppress(TrackingError):
             for i in ((await self._shared(_INDEX)) or {}).get("ids", []):
                 if i not in out and (view := await self._shared(_DOC + i)) is not None:
-                    out[i] = view
+                    out[i] = judged(view, self.wall(), self.heartbeat_s)
         return sorted(out.values(), key=lambda v: v["created_at"], reverse=True)
 
     def _evict(self) -> None:
@@ -623,19 +827,25 @@ class WhatIfRunner:
 
     def shutdown(self) -> list[WhatIfRun]:
         """Stop the worker (a run in progress is abandoned) and fail what is unfinished;
-        returns the runs it failed."""
+        returns the runs to publish once more (those it failed, and those whose answer
+        came but was not published yet)."""
         self.closed = True
+        if self._beating is not None:
+            self._beating.cancel()
         now = self.clock()
-        failed = []
+        changed = []
         for r in self.runs.values():
-            r.refresh(now)
-            if r.status == "running":
-                failed.append(r)
+            if r.status != "running":
+                continue
+            if self._lease_out(r) and not r.publishing.locked():
+                self._lose(r)
+            r.refresh(now)  # an answer not yet published (shared store) is published now
             r.fail("the service shut down before the run finished", now)
+            changed.append(r)
         ex, self._executor = self._executor, None
         if ex is not None:
             _stop_executor(ex)
-        return failed
+        return changed
 
 
 def _stop_executor(ex: ProcessPoolExecutor) -> None:
@@ -792,7 +1002,13 @@ def register(app: FastAPI) -> None:
     """Add the what-if endpoints to ``app`` (and stop its worker with the app)."""
     svc: Services | None = getattr(app.state, "svc", None)
     runner = (
-        WhatIfRunner(clock=svc.live.clock, store=svc.store) if svc is not None else WhatIfRunner()
+        WhatIfRunner(
+            clock=svc.live.clock,
+            store=svc.store,
+            heartbeat_s=svc.settings.whatif_heartbeat_s,
+        )
+        if svc is not None
+        else WhatIfRunner()
     )
     app.state.whatif = runner
     app.router.lifespan_context = _lifespan_with(app, runner)
