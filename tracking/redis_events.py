@@ -61,39 +61,44 @@ DEFAULT_PREFIX = "o2o"
 DEFAULT_TOPIC_TTL_S = 24 * 3600.0
 DEFAULT_BLOCK_MS = 2_000
 
-_APPEND_LUA = """
--- KEYS[1]: global stream; KEYS[2]: the log's epoch (id of its first event ever);
--- KEYS[3..]: topic streams used by any of the events.
--- ARGV[1]: global MAXLEN; ARGV[2]: topic MAXLEN; ARGV[3]: topic TTL in ms (0: none);
--- ARGV[4]: number of events; then 5 values per event:
---   type, t, topics JSON, payload JSON, the KEYS indexes of its topic streams ("3 5").
+APPEND_EVENTS_LUA = """
+-- append_events(kb, ab): KEYS[kb+1]: global stream; KEYS[kb+2]: the log's epoch (id of
+-- its first event ever); KEYS[kb+3..]: topic streams used by any of the events.
+-- ARGV[ab+1]: global MAXLEN; ARGV[ab+2]: topic MAXLEN; ARGV[ab+3]: topic TTL in ms (0:
+-- none); ARGV[ab+4]: number of events; then 5 values per event: type, t, topics JSON,
+-- payload JSON, the indexes of its topic streams among this call's keys ("3 5").
 local function last_id(key)
   local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
   if #last == 0 then return '0-0' end
   return last[1][1]
 end
-local ttl = tonumber(ARGV[3])
-local n = tonumber(ARGV[4])
-local gprev = last_id(KEYS[1])
-local ids = {}
-for i = 0, n - 1 do
-  local b = 5 + i * 5
-  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-    'type', ARGV[b], 't', ARGV[b + 1], 'topics', ARGV[b + 2], 'payload', ARGV[b + 3],
-    'prev', gprev)
-  gprev = id
-  if i == 0 then redis.call('SET', KEYS[2], id, 'NX') end
-  for k in string.gmatch(ARGV[b + 4], '%d+') do
-    local key = KEYS[tonumber(k)]
-    redis.call('XADD', key, 'MAXLEN', '~', ARGV[2], id,
+local function append_events(kb, ab)
+  local gkey = KEYS[kb + 1]
+  local ttl = tonumber(ARGV[ab + 3])
+  local n = tonumber(ARGV[ab + 4])
+  local gprev = last_id(gkey)
+  local ids = {}
+  for i = 0, n - 1 do
+    local b = ab + 5 + i * 5
+    local id = redis.call('XADD', gkey, 'MAXLEN', '~', ARGV[ab + 1], '*',
       'type', ARGV[b], 't', ARGV[b + 1], 'topics', ARGV[b + 2], 'payload', ARGV[b + 3],
-      'prev', last_id(key))
-    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+      'prev', gprev)
+    gprev = id
+    if i == 0 then redis.call('SET', KEYS[kb + 2], id, 'NX') end
+    for k in string.gmatch(ARGV[b + 4], '%d+') do
+      local key = KEYS[kb + tonumber(k)]
+      redis.call('XADD', key, 'MAXLEN', '~', ARGV[ab + 2], id,
+        'type', ARGV[b], 't', ARGV[b + 1], 'topics', ARGV[b + 2], 'payload', ARGV[b + 3],
+        'prev', last_id(key))
+      if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+    end
+    ids[#ids + 1] = id
   end
-  ids[#ids + 1] = id
+  return ids
 end
-return ids
 """
+_APPEND_LUA = APPEND_EVENTS_LUA + "return append_events(0, 0)\n"
+"""Append events atomically; returns their ids."""
 
 
 @contextmanager
@@ -227,8 +232,9 @@ class RedisEventLog:
 
     # -- append ------------------------------------------------------------------------
 
-    def _script_args(self, events: Sequence[Event]) -> tuple[list[str], list[str]]:
-        """KEYS and ARGV for the append script; validates everything first (all or none)."""
+    def script_args(self, events: Sequence[Event]) -> tuple[list[str], list[str]]:
+        """KEYS and ARGV for ``append_events(kb, ab)`` (:data:`APPEND_EVENTS_LUA`), whatever
+        keys and arguments come before them; validates everything first (all or none)."""
         keys = [self.global_key, self.epoch_key]
         index: dict[str, int] = {}
         args = [str(self.maxlen), str(self.topic_maxlen), str(self.topic_ttl_ms), str(len(events))]
@@ -250,7 +256,7 @@ class RedisEventLog:
     async def queue_append(self, pipe: Pipeline, events: Sequence[Event]) -> None:
         """Queue an atomic append of ``events`` on a ``MULTI`` pipeline (its reply, in the
         ``EXEC`` result, is the list of new ids). Used by the state store."""
-        keys, args = self._script_args(events)
+        keys, args = self.script_args(events)
         # EVAL with the script's text, not the registered Script: redis-py runs a
         # SCRIPT EXISTS round trip before every pipeline that holds a Script object (a
         # third of a position write's Redis time). EVALSHA instead could fail with
@@ -261,7 +267,7 @@ class RedisEventLog:
     async def append_many(self, events: Sequence[Event]) -> list[EventId]:
         if not events:
             return []
-        keys, args = self._script_args(events)
+        keys, args = self.script_args(events)
         with redis_errors():
             ids = await self._script(keys=keys, args=args)
         return [to_str(i) for i in ids]

@@ -11,6 +11,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from dispatch.model import Order
+from geo.estimate import Estimate
 from tests.conftest import RedisServer
 from tests.tracking.conftest import estimate, order, placed, plan, redis_factory, run
 from tracking import (
@@ -33,6 +34,7 @@ def test_acknowledged_writes_and_events_survive_sigkill(redis_server: RedisServe
     subscriber resumes from its last id without missing or repeating anything."""
     acked_orders: list[Order] = []
     acked_events: list[str] = []
+    acked_positions: dict[str, Estimate] = {}
     seen: list[str] = []
 
     async def before_crash() -> None:
@@ -48,6 +50,10 @@ def test_acknowledged_writes_and_events_survive_sigkill(redis_server: RedisServe
                     acked_orders.append(o)
                     ev = Event("courier_position", (f"courier:c{w}",), {"i": i}, float(i))
                     acked_events.append(await store.events.append(ev))
+                    fix = estimate(52.52, 13.40, t=float(i), device=f"c{w}")
+                    moved = Event("courier_position", (f"courier:c{w}",), {"t": i}, float(i))
+                    await store.put_position(f"c{w}", fix, events=[moved])
+                    acked_positions[f"c{w}"] = fix
                     i += 1
             except Unavailable:
                 return
@@ -86,6 +92,16 @@ def test_acknowledged_writes_and_events_survive_sigkill(redis_server: RedisServe
         assert set(acked_events) <= set(ids)
         placed_ids = {e.payload["order"] for e in log if e.type == "order_placed"}
         assert placed_ids == stored  # state and its events committed together
+        moves = {(e.topics[0], e.payload["t"]) for e in log if "t" in e.payload}
+        for cid, fix in acked_positions.items():  # at most one unacknowledged write later
+            got = await store.get_position(cid)
+            assert got == fix or (got.t == fix.t + 1 and got.device == cid)
+            assert (f"courier:{cid}", int(got.t)) in moves  # and its event with it
+        # The restarted server has no scripts cached: the position write loads its own.
+        before = await store.get_position("c0")
+        again = estimate(52.52, 13.40, t=1e6, device="c0")
+        assert await store.put_position("c0", again) == before.t
+        assert await store.get_position("c0") == again
         # New ids after the restart continue the sequence.
         new_id = await store.events.append(Event("delay", ("ops",), {}, 1.0))
         assert event_id_key(new_id) > event_id_key(ids[-1])
