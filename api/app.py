@@ -443,7 +443,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub.start()
-        tasks = [asyncio.create_task(metrics.publish_forever(), name="metrics")]
+        tasks = [
+            asyncio.create_task(metrics.publish_forever(), name="metrics"),
+            asyncio.create_task(metrics.measure_loop_lag(), name="loop-lag"),
+        ]
         if loop:
             tasks.append(asyncio.create_task(loop.run(), name="dispatch"))
         try:

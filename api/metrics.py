@@ -103,6 +103,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.loop_lag = Histogram(
+            "o2o_event_loop_lag_seconds",
+            "How late a worker's event loop ran a timer: every request and socket waits "
+            "that long for its turn",
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
         self._probes: list[Probe] = []
         self._probe_gauges: dict[str, Gauge] = {}
         self._service: CollectorRegistry | None = None
@@ -151,6 +158,15 @@ class Metrics:
         """Withdraw this worker's live gauges (it is stopping)."""
         if self.multiprocess_dir is not None:
             mark_process_dead(os.getpid(), self.multiprocess_dir)  # type: ignore[no-untyped-call]
+
+    async def measure_loop_lag(self, every_s: float = 0.25) -> None:
+        """Record how late this event loop wakes a sleeper, until cancelled. CPU use
+        alone hides a backlog; this is the wait every request and frame shares."""
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(every_s)
+            self.loop_lag.observe(max(0.0, loop.time() - start - every_s))
 
     async def publish_forever(self) -> None:
         """Publish the live gauges every :attr:`refresh_s` until cancelled, then withdraw
