@@ -44,6 +44,8 @@ from tracking.hub import (
 from tracking.live import POSITION_CELL_RES
 
 log = logging.getLogger("o2o.ws")
+_FRAME_ENCODER = json.JSONEncoder(separators=(",", ":"))
+"""Shared: ``json.dumps`` with options builds an encoder per call (per frame, per socket)."""
 MAX_BAD_FRAMES = 20
 MAX_CELL_TOPICS = 500
 
@@ -147,7 +149,7 @@ async def _run(
 
     async def send(frame: Frame) -> None:
         async with lock:
-            await ws.send_text(json.dumps(frame, separators=(",", ":")))
+            await ws.send_text(_FRAME_ENCODER.encode(frame))
         svc.metrics.ws_frames.labels(name).inc()
 
     async def read() -> None:

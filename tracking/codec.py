@@ -51,10 +51,15 @@ STOP_KINDS: tuple[StopKind, ...] = ("pickup", "dropoff")
 # -- JSON text ---------------------------------------------------------------------------
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+"""One encoder for every call: ``json.dumps`` with options builds a new one each time, a
+fair share of encoding a small document (every position is encoded twice per post)."""
+
+
 def dumps(data: Mapping[str, Any]) -> str:
     """Compact JSON text of ``data``; :class:`BadInput` for NaN/inf or non-JSON values."""
     try:
-        return json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        return _ENCODER.encode(data)
     except (TypeError, ValueError) as e:
         raise BadInput("not_json", f"value is not JSON-serialisable: {e}") from e
 

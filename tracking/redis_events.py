@@ -57,6 +57,7 @@ from tracking.events import (
     validate_topics,
 )
 
+_TOPICS_ENCODER = json.JSONEncoder()  # json.dumps's default form, built once
 DEFAULT_PREFIX = "o2o"
 DEFAULT_TOPIC_TTL_S = 24 * 3600.0
 DEFAULT_BLOCK_MS = 2_000
@@ -249,7 +250,7 @@ class RedisEventLog:
                     keys.append(self.topic_key(topic))
                     index[topic] = len(keys)  # Lua KEYS are 1-based
                 slots.append(str(index[topic]))
-            args += [e.type, repr(float(e.t)), json.dumps(list(e.topics))]
+            args += [e.type, repr(float(e.t)), _TOPICS_ENCODER.encode(list(e.topics))]
             args += [dumps(e.payload), " ".join(slots)]
         return keys, args
 
