@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from tests.api.conftest import ORDER, Server, auth, token
 
 
@@ -42,3 +44,25 @@ def test_large_reads_are_gzipped_and_writes_are_not(server: Server) -> None:
             headers={"Accept-Encoding": "gzip", "Idempotency-Key": "gz"},
         )
         assert r.status_code == 201 and "content-encoding" not in r.headers
+
+
+def _plain(text: str, name: str) -> float:
+    """An unlabelled sample (0 when not there yet)."""
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_event_loop_lag_is_measured(server: Server) -> None:
+    """Each worker samples how late its event loop wakes a timer (4 times a second)."""
+    with server.client() as http:
+        deadline = time.monotonic() + 5
+        while True:
+            text = http.get("/metrics").text
+            count = _plain(text, "o2o_event_loop_lag_seconds_count")
+            if count >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert count >= 2
+    assert _sample(text, "o2o_event_loop_lag_seconds_bucket", le="+Inf") == count
