@@ -234,7 +234,11 @@ class EventLog(Protocol):
         ...
 
     def subscribe(
-        self, last_id: EventId | None = None, topics: Iterable[str] | None = None
+        self,
+        last_id: EventId | None = None,
+        topics: Iterable[str] | None = None,
+        *,
+        select: Select | None = None,
     ) -> AsyncIterator[Event]:
         """Everything after ``last_id``, then live events as they are appended, forever.
 
@@ -242,11 +246,31 @@ class EventLog(Protocol):
         appended between deciding to subscribe and the first ``__anext__``, pass
         :meth:`last_id` taken beforehand. Raises :class:`EventsTrimmed` if the reader
         falls behind retention.
+
+        ``select(type, topics)``, asked as each event is read, may turn events into
+        stubs (:func:`is_stub`: same id and type, no topics or payload), which a backend
+        that decodes stored events need not decode: a process that fans out only some
+        topics reads the whole log and decodes only what it uses.
         """
         ...
 
 
 # -- shared merge logic (both backends) --------------------------------------------------
+
+
+Select = Callable[[str, Sequence[str]], bool]
+"""``select(type, topics)``: whether a subscriber wants an event (see ``subscribe``)."""
+
+_STUB_PAYLOAD: dict[str, Any] = {}
+
+
+def stub(event_type: EventType, event_id: EventId) -> Event:
+    """The stand-in for an event a subscriber's ``select`` rejected."""
+    return Event(event_type, (), _STUB_PAYLOAD, 0.0, event_id)
+
+
+def is_stub(e: Event) -> bool:
+    return e.payload is _STUB_PAYLOAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,6 +457,7 @@ class MemoryEventLog:
         topics: Iterable[str] | None = None,
         *,
         batch: int = 256,
+        select: Select | None = None,
     ) -> AsyncIterator[Event]:
         names = validate_topics(topics)
         validate_limit(batch)
@@ -444,7 +469,10 @@ class MemoryEventLog:
             events = self._read(cursor, names, batch)
             for e in events:
                 cursor = e.id or cursor
-                yield e
+                if select is not None and e.id and not select(e.type, e.topics):
+                    yield stub(e.type, e.id)  # nothing to save here: kept in memory
+                else:
+                    yield e
             if not events:
                 async with cond:
                     await cond.wait_for(partial(self._moved_past, seen))

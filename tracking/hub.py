@@ -27,12 +27,12 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tracking.errors import BadEventId, EventsTrimmed, TrackingError, Unavailable
-from tracking.events import Event, EventId, EventLog, IdKey, parse_event_id
+from tracking.events import Event, EventId, EventLog, IdKey, is_stub, parse_event_id
 
 log = logging.getLogger("o2o.hub")
 
@@ -149,9 +149,10 @@ class Hub:
                     cursor = await self.events.last_id()
                     self.started.set()
                 self.connected = True
-                async for e in self.events.subscribe(cursor):
+                async for e in self.events.subscribe(cursor, select=self._wanted):
                     cursor = e.id or cursor
-                    self._dispatch(e)
+                    if not is_stub(e):
+                        self._dispatch(e)
             except Unavailable as err:
                 if self.connected:
                     self.outages += 1
@@ -166,6 +167,15 @@ class Hub:
             except TrackingError as err:  # corrupt entry etc.: visible, never fatal
                 log.error("hub read failed: %s", err)
                 await asyncio.sleep(self.retry_s)
+
+    def _wanted(self, event_type: str, topics: Sequence[str]) -> bool:
+        """Whether any connection of this process gets the event (as :meth:`_dispatch`
+        picks them): the log skips decoding the rest. Asked as the log reads a batch;
+        the batch is dispatched before anyone can subscribe in between."""
+        if event_type == "courier_position" and self._position_watchers:
+            return True
+        by_topic = self._by_topic
+        return any(t in by_topic for t in topics)
 
     def _dispatch(self, e: Event) -> None:
         self.dispatched += 1

@@ -49,9 +49,11 @@ from tracking.events import (
     ZERO_ID,
     Event,
     EventId,
+    Select,
     StoredEvent,
     merge_streams,
     parse_event_id,
+    stub,
     validate_limit,
     validate_topic,
     validate_topics,
@@ -129,34 +131,40 @@ def to_str(value: Any) -> str:
     raise CorruptData("bad_reply", f"unexpected Redis reply {value!r}")
 
 
-def _entry_to_stored(entry: Any, stream: str) -> StoredEvent:
-    """One ``XRANGE`` entry ``(id, {field: value})`` -> :class:`StoredEvent`."""
+def _entry_to_stored(entry: Any, stream: str, select: Select | None = None) -> StoredEvent:
+    """One ``XRANGE`` entry ``(id, {field: value})`` -> :class:`StoredEvent`; a stub
+    (payload not decoded) where ``select`` rejects it."""
     try:
         raw_id, raw_fields = entry
         eid = to_str(raw_id)
-        fields = {to_str(k): to_str(v) for k, v in raw_fields.items()}
+        fields = {to_str(k): v for k, v in raw_fields.items()}
         what = f"event {eid} on {stream!r}"
-        topics = json.loads(fields["topics"])
+        topics = json.loads(to_str(fields["topics"]))
         if not isinstance(topics, list):
             raise CorruptData("bad_field", f"{what}: topics must be an array")
-        etype = fields["type"]
+        etype = to_str(fields["type"])
         if etype not in EVENT_TYPES:
             raise CorruptData("bad_field", f"{what}: unknown event type {etype!r}")
+        key, prev = parse_event_id(eid), parse_event_id(to_str(fields["prev"]))
+        if select is not None and not select(etype, topics):
+            return StoredEvent(key, prev, stub(cast(Any, etype), eid))
         event = Event(
             type=cast(Any, etype),
             topics=tuple(topics),
-            payload=loads(fields["payload"], what),
-            t=float(fields["t"]),
+            payload=loads(to_str(fields["payload"]), what),
+            t=float(to_str(fields["t"])),
             id=eid,
         )
-        return StoredEvent(parse_event_id(eid), parse_event_id(fields["prev"]), event)
+        return StoredEvent(key, prev, event)
     except CorruptData:
         raise
     except (KeyError, ValueError, TypeError, AttributeError, BadInput) as e:
         raise CorruptData("bad_event", f"malformed event entry on {stream!r}: {e!r}") from e
 
 
-def _xread_batches(reply: Any, name_of: Mapping[str, str]) -> dict[str, list[StoredEvent]]:
+def _xread_batches(
+    reply: Any, name_of: Mapping[str, str], select: Select | None = None
+) -> dict[str, list[StoredEvent]]:
     """An ``XREAD`` reply (RESP2: ``[[key, entries], ...]``; RESP3: ``{key: entries}``)
     -> stream name -> entries, as :func:`~tracking.events.merge_streams` takes them."""
     resp3 = isinstance(reply, Mapping)
@@ -168,7 +176,7 @@ def _xread_batches(reply: Any, name_of: Mapping[str, str]) -> dict[str, list[Sto
             raise CorruptData("bad_reply", f"XREAD answered for a stream not asked: {key!r}")
         if resp3 and entries and isinstance(entries[0], list):
             entries = entries[0]  # RESP3 wraps a stream's entries in one more list
-        out[name] = [_entry_to_stored(e, name) for e in entries]
+        out[name] = [_entry_to_stored(e, name, select) for e in entries]
     return out
 
 
@@ -290,6 +298,15 @@ class RedisEventLog:
         topics: Iterable[str] | None = None,
         limit: int | None = None,
     ) -> list[Event]:
+        return await self._read_after(last_id, topics, limit)
+
+    async def _read_after(
+        self,
+        last_id: EventId | None,
+        topics: Iterable[str] | None,
+        limit: int | None,
+        select: Select | None = None,
+    ) -> list[Event]:
         names = validate_topics(topics)
         limit = validate_limit(limit)
         last_key = None if last_id is None else parse_event_id(last_id)
@@ -307,7 +324,7 @@ class RedisEventLog:
                     pipe.time()
                 replies = await pipe.execute()
         batches = {
-            name: [_entry_to_stored(e, name) for e in reply]
+            name: [_entry_to_stored(e, name, select) for e in reply]
             for name, reply in zip(streams, replies, strict=False)
         }
         if check_ttl and last_id is not None and last_key is not None:
@@ -333,6 +350,7 @@ class RedisEventLog:
         topics: Iterable[str] | None = None,
         *,
         batch: int = 256,
+        select: Select | None = None,
     ) -> AsyncIterator[Event]:
         """Catch up with :meth:`read_after`, then ``XREAD BLOCK`` on the streams until
         something arrives, and repeat. Connection loss raises
@@ -347,13 +365,13 @@ class RedisEventLog:
         # What XREAD returns can be used as is unless topic streams may have expired
         # (only read_after checks that): one round trip per wake-up instead of two.
         direct = names is None or self.topic_ttl_ms == 0
-        events = await self.read_after(cursor, names, batch)
+        events = await self._read_after(cursor, names, batch, select)
         while True:
             for e in events:
                 cursor = e.id or cursor
                 yield e
             if len(events) >= batch:  # maybe more waiting
-                events = await self.read_after(cursor, names, batch)
+                events = await self._read_after(cursor, names, batch, select)
                 continue
             with redis_errors():
                 reply = await self.client.xread(
@@ -364,6 +382,6 @@ class RedisEventLog:
             if not reply:
                 events = []
             elif direct:
-                events = merge_streams(_xread_batches(reply, name_of), cursor, batch)
+                events = merge_streams(_xread_batches(reply, name_of, select), cursor, batch)
             else:
-                events = await self.read_after(cursor, names, batch)
+                events = await self._read_after(cursor, names, batch, select)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+from collections.abc import Sequence
 
 import pytest
 
@@ -21,6 +22,7 @@ from tracking import (
     order_topic,
     parse_event_id,
 )
+from tracking.events import is_stub
 
 
 def ev(i: int, *topics: str, type: str = "eta_updated") -> Event:
@@ -155,6 +157,40 @@ def test_subscribe_receives_live_events_in_order(make_store: MakeStore) -> None:
         await asyncio.wait_for(task, 10)
         assert [e.payload["i"] for e in got] == list(range(40))
         assert [e.id for e in got] == [e.id for e in await log.read_after(start)]
+        await close(log)
+
+    run(main())
+
+
+def test_subscribe_select_turns_unwanted_events_into_stubs(make_store: MakeStore) -> None:
+    """Every id still comes through (a subscriber's cursor moves on), but what ``select``
+    rejects is a stub: same id and type, no topics or payload."""
+
+    async def main() -> None:
+        log = log_of(make_store)
+        start = await log.last_id()
+        for i in range(300):  # more than one read batch
+            await log.append(ev(i, f"courier:c{i % 3}", type="courier_position"))
+        ids = [e.id for e in await log.read_after(start)]
+        asked: list[tuple[str, tuple[str, ...]]] = []
+
+        def select(event_type: str, topics: Sequence[str]) -> bool:
+            asked.append((event_type, tuple(topics)))
+            return "courier:c1" in topics
+
+        got: list[Event] = []
+        async for e in log.subscribe(start, select=select):
+            got.append(e)
+            if len(got) == 300:
+                break
+        assert [e.id for e in got] == ids
+        kept = [e for e in got if not is_stub(e)]
+        assert [e.payload["i"] for e in kept] == [i for i in range(300) if i % 3 == 1]
+        assert all(e.topics == ("courier:c1",) for e in kept)
+        stubs = [e for e in got if is_stub(e)]
+        assert len(stubs) == 200 and all(e.type == "courier_position" for e in stubs)
+        assert all(e.payload == {} and e.topics == () for e in stubs)
+        assert asked[0] == ("courier_position", ("courier:c0",))
         await close(log)
 
     run(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from tracking import (
     event_id_key,
     order_topic,
 )
+from tracking.events import is_stub
 
 
 def test_acknowledged_writes_and_events_survive_sigkill(redis_server: RedisServer) -> None:
@@ -139,6 +141,40 @@ def test_corrupt_records_raise_corrupt_data(redis_server: RedisServer) -> None:
         await raw.xadd("o2o:events", {"type": "delay", "t": "1.0"})  # missing fields
         with pytest.raises(CorruptData, match="malformed event"):
             await store.events.read_after()
+        await raw.aclose()
+        await store.aclose()
+
+    run(main())
+
+
+def test_rejected_events_are_not_decoded(redis_server: RedisServer) -> None:
+    """A subscriber's ``select`` sees type and topics only: an event it rejects is not
+    decoded (a corrupt payload there goes unnoticed), one it wants still is."""
+
+    async def main() -> None:
+        store = redis_factory(redis_server)()
+        raw = Redis.from_url(redis_server.url)
+        start = await store.events.last_id()
+        for topic in ("courier:c0", "courier:c1"):
+            await raw.xadd(
+                "o2o:events",
+                {
+                    "type": "courier_position",
+                    "t": "1.0",
+                    "topics": f'["{topic}"]',
+                    "payload": "{not json",
+                    "prev": "0-0",
+                },
+            )
+
+        def only_c1(event_type: str, topics: Sequence[str]) -> bool:
+            return "courier:c1" in topics
+
+        events = store.events.subscribe(start, select=lambda t, ts: "courier:c9" in ts)
+        first, second = await anext(events), await anext(events)
+        assert is_stub(first) and is_stub(second)
+        with pytest.raises(CorruptData, match="not JSON"):
+            await anext(store.events.subscribe(start, select=only_c1))
         await raw.aclose()
         await store.aclose()
 
