@@ -42,7 +42,14 @@ from geo.travel import GreatCircleModel, TravelTimeModel
 from tracking.codec import estimate_from_dict, route_to_dict
 from tracking.dispatch_core import Outcome, Positions, ProcessRunner, Runner, ThreadRunner
 from tracking.errors import Conflict, NotFound, TrackingError
-from tracking.events import OPS_TOPIC, Event, EventLog, courier_topic, order_topic
+from tracking.events import (
+    OPS_TOPIC,
+    Event,
+    EventLog,
+    courier_topic,
+    is_stub,
+    order_topic,
+)
 from tracking.live import SETTINGS_DOC, order_event, settings_from_doc
 from tracking.store import StateStore
 
@@ -60,7 +67,12 @@ SKIPPED = frozenset(
         "zones_updated",
     }
 )
+
 """Event types the leader writes itself or has no use for."""
+
+
+def _not_skipped(event_type: str, topics: Sequence[str]) -> bool:
+    return event_type not in SKIPPED
 
 
 class Leadership(Protocol):
@@ -179,7 +191,9 @@ class DispatchLoop:
         await self._take(await core.call("load", couriers, orders))
         log.info("leading dispatch: %d couriers, %d open orders", len(couriers), len(orders))
         queue: asyncio.Queue[Event] = asyncio.Queue()
-        reader = asyncio.create_task(self._read(log_.subscribe(cursor), queue))
+        # Its own decisions come back through the log too: not decoded (see SKIPPED).
+        events = log_.subscribe(cursor, select=_not_skipped)
+        reader = asyncio.create_task(self._read(events, queue))
         next_tick = time.monotonic()
         try:
             while True:
@@ -206,7 +220,7 @@ class DispatchLoop:
     @staticmethod
     async def _read(events: AsyncIterator[Event], queue: asyncio.Queue[Event]) -> None:
         async for e in events:
-            if e.type not in SKIPPED:
+            if e.type not in SKIPPED and not is_stub(e):
                 queue.put_nowait(e)
 
     async def _apply(self, core: Runner, e: Event) -> None:
