@@ -146,11 +146,12 @@ async def _run(
         await _close(ws, CLOSE_BAD_REQUEST, bad_id)
         return
     lock = asyncio.Lock()
+    sent = svc.metrics.ws_frames.labels(name)  # looked up once, counted per frame
 
     async def send(frame: Frame) -> None:
         async with lock:
             await ws.send_text(_FRAME_ENCODER.encode(frame))
-        svc.metrics.ws_frames.labels(name).inc()
+        sent.inc()
 
     async def read() -> None:
         bad = 0
