@@ -15,7 +15,6 @@ order and its tracking channel until the link expires.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -79,6 +78,7 @@ from tracking.live import (
     OrderRequest,
 )
 from tracking.store import MemoryStore, StateStore
+from tracking.tasks import cancel_and_wait
 
 log = logging.getLogger("o2o.api")
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -455,9 +455,8 @@ def create_app(
             hub.close_all("restart")
             await asyncio.sleep(0)
             for task in tasks:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+                # the dispatch loop stops its log reader and its child process first
+                await cancel_and_wait(task, 10.0 if task.get_name() == "dispatch" else 2.0)
             await hub.stop()
             await store.aclose()
             if backend.extra is not None:

@@ -52,6 +52,7 @@ from tracking.events import (
 )
 from tracking.live import SETTINGS_DOC, order_event, settings_from_doc
 from tracking.store import StateStore
+from tracking.tasks import cancel_and_wait
 
 log = logging.getLogger("o2o.dispatch")
 
@@ -213,9 +214,7 @@ class DispatchLoop:
                 moved, self._positions = self._positions, {}
                 await self._take(await core.call("tick", self.clock(), moved))
         finally:
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
+            await cancel_and_wait(reader)
 
     @staticmethod
     async def _read(events: AsyncIterator[Event], queue: asyncio.Queue[Event]) -> None:

@@ -22,7 +22,6 @@ into the frames of one kind of subscriber (customer, courier, ops).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -33,6 +32,7 @@ from typing import Any, Protocol
 
 from tracking.errors import BadEventId, EventsTrimmed, TrackingError, Unavailable
 from tracking.events import Event, EventId, EventLog, IdKey, is_stub, parse_event_id
+from tracking.tasks import cancel_and_wait
 
 log = logging.getLogger("o2o.hub")
 
@@ -136,9 +136,7 @@ class Hub:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:
