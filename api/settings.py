@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     dispatch_process: bool = True
     """Run it in a child process of the leading worker, so a re-plan (OR-Tools holds the
     GIL throughout) never stalls that worker's requests and sockets."""
+    otel: bool = False
+    """FastAPI's own OpenTelemetry spans, metrics and logs (``O2O_OTEL=1``), for a process
+    with an OpenTelemetry SDK configured; off, a request skips the check for one.
+    ``/metrics`` (Prometheus) is there either way."""
     max_body_bytes: int = Field(1_000_000, gt=0)
     max_batch: int = Field(1000, gt=0)
     position_interval_s: float = Field(1.0, ge=0)
