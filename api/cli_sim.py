@@ -75,7 +75,11 @@ def simulate(
         ),
     ] = None,
     policy: Annotated[
-        str, typer.Option(help="greedy | bundling | ortools | ortools-prepos (with prepositioning)")
+        str,
+        typer.Option(
+            help="greedy | bundling | ortools | ortools-prepos (with prepositioning) | "
+            "ortools-updates (with assignment updates) | ortools-prepos-updates"
+        ),
     ] = "bundling",
     mode: Annotated[str, typer.Option(help="mdrp (MDRP rules) | free (free routing)")] = "mdrp",
     out: Annotated[
@@ -263,7 +267,8 @@ def sweep(
     policy: Annotated[
         str,
         typer.Option(
-            help="policies, comma-separated: greedy | bundling | ortools | ortools-prepos"
+            help="policies, comma-separated: greedy | bundling | ortools | ortools-prepos | "
+            "ortools-updates | ortools-prepos-updates"
         ),
     ] = "bundling",
     seeds: Annotated[

@@ -8,7 +8,15 @@ docs in :mod:`simulations.engine` (time model, events) and :mod:`simulations.pol
 from simulations.engine import CourierState, EngineConfig, SimResult, SimView, simulate
 from simulations.kpis import KPI_KEYS, compute_kpis
 from simulations.policies import PolicyUnavailable, make_policy, policy_names, register_policy
-from simulations.policy import Assignment, BasePolicy, Policy, Reposition, Reroute, StopRef
+from simulations.policy import (
+    Assignment,
+    AssignmentUpdate,
+    BasePolicy,
+    Policy,
+    Reposition,
+    Reroute,
+    StopRef,
+)
 from simulations.run import RunResult, run_scenario
 from simulations.scenarios import Scenario, ScenarioError, load_scenario, read_mdrp
 from simulations.solution import Solution, read_solution, write_solution
@@ -17,6 +25,7 @@ from simulations.validate import Violation, validate_dir, validate_solution
 __all__ = [
     "KPI_KEYS",
     "Assignment",
+    "AssignmentUpdate",
     "BasePolicy",
     "CourierState",
     "EngineConfig",

@@ -28,6 +28,14 @@ is always completed (an assignment given meanwhile is queued behind it, as after
 committed work), so the couriers file shows it as an ordinary move ending at a restaurant
 id, and a later pickup at that restaurant starts with a zero-length move there.
 
+**Assignment updates** (mdrp mode): when a courier arrives at a restaurant for a pickup
+the policy's optional ``on_courier_arrived`` hook is called; an
+:class:`~simulations.policy.AssignmentUpdate` (from it or any hook while the courier waits
+there, before the pickup) adds pending orders of that restaurant to the bundle: their
+pickup stops join the visit, the bundle's drop-offs are re-sequenced and the pickup moves
+to ``max(pickup, added ready times)`` (a SERVICE event made stale by that is skipped).
+The solution files show one bundle whose assignment time is the update's.
+
 See :mod:`simulations.policy` for what policies may decide and when.
 """
 
@@ -47,7 +55,16 @@ import numpy.typing as npt
 
 from dispatch.model import Courier, Order, Place, Point
 from geo.travel import TravelTimeModel
-from simulations.policy import Assignment, Decision, Mode, Policy, Reposition, Reroute, StopRef
+from simulations.policy import (
+    Assignment,
+    AssignmentUpdate,
+    Decision,
+    Mode,
+    Policy,
+    Reposition,
+    Reroute,
+    StopRef,
+)
 from simulations.scenarios.base import Parameters, Scenario
 
 __all__ = [
@@ -151,7 +168,9 @@ class CourierState:
     after it (replaceable in free mode). ``on_board``: picked up, not yet delivered;
     ``assigned``: given to it, not yet picked up. A courier driving to a restaurant on a
     :class:`~simulations.policy.Reposition` is in phase ``travel`` with no order stops in
-    ``committed``; ``free_at``/``free_place`` are its arrival there.
+    ``committed``; ``free_at``/``free_place`` are its arrival there. ``pickup_at``: while
+    the courier is at a restaurant waiting for a bundle's pickup (phase ``service``,
+    ``committed`` its pickups), when that pickup happens; else None.
     """
 
     id: str
@@ -166,6 +185,7 @@ class CourierState:
     on_board: tuple[str, ...]
     assigned: tuple[str, ...]
     capacity: int
+    pickup_at: float | None = None
 
     @property
     def idle(self) -> bool:
@@ -190,6 +210,15 @@ class Projection:
 
 
 _Kind = Literal["pickup", "dropoff", "reposition"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Update:
+    """A checked assignment update: new pickup time, new queue, projection."""
+
+    pickup: float
+    queue: list[_QStop]
+    projection: Projection
 
 
 @dataclass(slots=True)
@@ -229,6 +258,7 @@ class SimResult:
     ``orders``: final state of every order (``picked_up_at``/``delivered_at`` set when
     done). ``assigned_at``: when each order was last given to its courier. ``undelivered``
     maps each order not delivered to why (``never_assigned`` or a stuck status).
+    ``updates``: assignment updates applied (orders added to bundles at restaurants).
     """
 
     scenario: Scenario
@@ -245,6 +275,7 @@ class SimResult:
     assignments: int
     event_log: list[tuple[float, EventKind, str]]
     end_time: float
+    updates: int = 0
 
 
 class SimView:
@@ -370,6 +401,7 @@ class Simulator:
         self.event_log: list[tuple[float, EventKind, str]] = []
         self._bundles = itertools.count(1)
         self._assignments = 0
+        self._updates = 0
         self._ticks = 0
         self._events = 0
         self._unplaced = len(scenario.orders)
@@ -475,6 +507,15 @@ class Simulator:
             p = self._project_queue(run, run.queue)
             free_at, free_place = p.end, p.end_place
         c = run.courier
+        pickup_at = None
+        first = run.group[0] if run.group else None
+        if (
+            run.phase == "service"
+            and first is not None
+            and first.kind == "pickup"
+            and self.orders[first.order_id].status == "assigned"
+        ):
+            pickup_at = run.service_t
         state = CourierState(
             id=c.id,
             shift_start=c.shift_start,
@@ -488,6 +529,7 @@ class Simulator:
             on_board=tuple(run.on_board),
             assigned=tuple(run.assigned),
             capacity=c.capacity,
+            pickup_at=pickup_at,
         )
         self._state_cache[courier_id] = (run.version, state)
         return state
@@ -532,6 +574,11 @@ class Simulator:
             if isinstance(checked, tuple):
                 return Projection((), self.now, run.place, checked[0], checked[1])
             return checked
+        if isinstance(decision, AssignmentUpdate):
+            upd = self._update_check(run, decision)
+            if isinstance(upd, tuple):
+                return Projection((), self.now, run.place, upd[0], upd[1])
+            return upd.projection
         if isinstance(decision, Assignment):
             missing = [o for o in decision.order_ids if o not in self.known]
             if missing:
@@ -561,9 +608,12 @@ class Simulator:
                     self._reroute(d)
             elif isinstance(d, Reposition):
                 self._reposition(d)
+            elif isinstance(d, AssignmentUpdate):
+                self._update(d)
             else:
                 raise SimulationError(
-                    f"policy returned {d!r}, not an Assignment, Reroute or Reposition"
+                    f"policy returned {d!r}, not an Assignment, Reroute, Reposition or "
+                    "AssignmentUpdate"
                 )
 
     def _reposition_check(self, run: _Run, r: Reposition) -> Projection | tuple[str, str]:
@@ -641,6 +691,91 @@ class Simulator:
         self._assignments += 1
         if run.phase == "idle":
             self._depart(run, self.now)
+
+    def _update_check(self, run: _Run, u: AssignmentUpdate) -> _Update | tuple[str, str]:
+        """What a valid assignment update does, or (reason, message)."""
+        cid = run.courier.id
+        if self.config.mode != "mdrp":
+            return "update_in_free_mode", "assignment updates are an mdrp-mode variant"
+        if not u.order_ids:
+            return "empty_bundle", "an update needs orders"
+        if len(set(u.order_ids)) != len(u.order_ids):
+            return "duplicate_order", "an order appears twice in the update"
+        for oid in u.order_ids:
+            if oid not in self.orders:
+                return "unknown_order", f"no order {oid}"
+            if oid not in self.known:
+                return "not_placed", f"order {oid} is not placed yet"
+        first = run.group[0] if run.group else None
+        if run.phase != "service" or first is None or first.kind != "pickup":
+            return "not_at_restaurant", f"courier {cid} is {run.phase}, not at a pickup"
+        if first.place.id != u.restaurant_id:
+            return (
+                "not_at_restaurant",
+                f"courier {cid} is at {first.place.id}, not {u.restaurant_id}",
+            )
+        if self.orders[first.order_id].status != "assigned":
+            return "already_picked_up", f"courier {cid} has picked up its bundle"
+        for oid in u.order_ids:
+            if oid not in self.pending:
+                return "not_pending", f"order {oid} is {self.orders[oid].status}"
+            if self.scenario.restaurant_of[oid] != u.restaurant_id:
+                return "wrong_restaurant", f"order {oid} is not from {u.restaurant_id}"
+        k = 0  # the bundle's drop-offs lead the queue
+        while (
+            k < len(run.queue)
+            and run.queue[k].kind == "dropoff"
+            and run.queue[k].bundle == first.bundle
+        ):
+            k += 1
+        old = [q.order_id for q in run.queue[:k]]
+        seq = list(u.dropoffs) if u.dropoffs else [*old, *u.order_ids]
+        if sorted(seq) != sorted([*old, *u.order_ids]):
+            return "bad_sequence", f"drop-offs {seq} are not the bundle's orders"
+        ready = max(self.orders[oid].ready_at for oid in u.order_ids)
+        pick = max(run.service_t, ready)
+        if pick > run.courier.shift_end:
+            return (
+                "pickup_after_off",
+                f"courier {cid} would pick up at {pick:.0f}s, after its off-time "
+                f"{run.courier.shift_end:.0f}s",
+            )
+        o = self.orders
+        drops = [_QStop(oid, "dropoff", o[oid].dropoff, first.bundle) for oid in seq]
+        queue = [*drops, *run.queue[k:]]
+        p = self._schedule(run, pick + self._hp, first.place, queue)
+        if not p.ok:
+            return p.reason or "", p.message
+        arrival = run.moves[-1].arrival if run.moves else self.now
+        picks = tuple(
+            (StopRef(oid, "pickup"), arrival, pick)
+            for oid in [*(q.order_id for q in run.group), *u.order_ids]
+        )
+        return _Update(pick, queue, Projection((*picks, *p.stops), p.end, p.end_place))
+
+    def _update(self, u: AssignmentUpdate) -> None:
+        run = self.runs.get(u.courier_id)
+        if run is None:
+            self._reject(u, "unknown_courier", f"no courier {u.courier_id}")
+            return
+        upd = self._update_check(run, u)
+        if isinstance(upd, tuple):
+            self._reject(u, *upd)
+            return
+        first = run.group[0]
+        for oid in u.order_ids:
+            self.orders[oid] = self.orders[oid].transition("assigned", self.now, run.courier.id)
+            del self.pending[oid]
+            run.assigned[oid] = None
+            self.assigned_at[oid] = self.now
+            run.group.append(_QStop(oid, "pickup", self.orders[oid].pickup, first.bundle))
+        run.queue = upd.queue
+        if upd.pickup != run.service_t:  # later: the pending SERVICE event becomes stale
+            run.service_t = upd.pickup
+            self._push(upd.pickup, EventKind.SERVICE, run.courier.id)
+        run.until = upd.pickup + self._hp
+        run.version += 1
+        self._updates += 1
 
     def _reroute_stops(self, run: _Run, r: Reroute) -> list[_QStop] | tuple[str, str]:
         """The new queue of a valid reroute, or (reason, message)."""
@@ -783,6 +918,10 @@ class Simulator:
         run.phase, run.since, run.until = "service", t, pick + self._hp
         run.service_t = pick
         self._push(pick, EventKind.SERVICE, run.courier.id)
+        hook = getattr(self.policy, "on_courier_arrived", None)
+        if hook is not None and self.config.mode == "mdrp":
+            cid = run.courier.id
+            self._apply(hook(t, self.state_of(cid), first.place.id or "", self.view))
 
     def _serve(self, run: _Run, t: float) -> None:
         cid = run.courier.id
@@ -833,6 +972,8 @@ class Simulator:
         heap = self._heap
         while heap:
             t, rank, _, subject = heapq.heappop(heap)
+            if rank == EventKind.SERVICE and t != self.runs[subject].service_t:
+                continue  # moved later by an assignment update
             if t < self.now:
                 raise SimulationError(f"event at {t} after the clock reached {self.now}")
             self.now = t
@@ -896,6 +1037,7 @@ class Simulator:
             assignments=self._assignments,
             event_log=self.event_log,
             end_time=self.now,
+            updates=self._updates,
         )
 
 

@@ -19,6 +19,23 @@ checks and applies immediately, in the order given:
   rejected when the courier is busy or off duty, when it is at the restaurant already, or
   when it would arrive after its off-time. In the solution files it is just a move whose
   destination is a restaurant id. Policies that never return one get the basic variant.
+- :class:`AssignmentUpdate` (``mdrp`` mode, the published *assignment updates* variant):
+  add pending orders of the same restaurant to the bundle a courier is about to pick up,
+  while it is at that restaurant (arrived, pickup not yet done). The engine calls the
+  optional hook ``on_courier_arrived(now, courier, restaurant_id, view)`` (no-op in
+  :class:`BasePolicy`) when a courier arrives for a pickup, the natural moment for it; an
+  update returned from any other hook is applied the same way while the courier waits
+  there. The bundle's pickup time becomes ``max(its pickup time, the added orders' ready
+  times)`` (an order not ready yet delays the whole bundle: the policy decides whether
+  that is worth it); the drop-off sequence is ``dropoffs`` (every order of the bundle)
+  or, when empty, the current sequence followed by the added orders. Rejected: in free
+  mode, when the courier is not at a restaurant waiting for a pickup (en route, idle,
+  dropping off), when the pickup has happened, orders not pending or of another
+  restaurant, a ``dropoffs`` that is not the bundle's orders, and when the courier's work
+  would then have a pickup after its off-time. In the solution files the bundle is one
+  assignment line whose ``assignment_time`` is the update's time (every order in it is
+  placed by then); :func:`simulations.validate.validate_solution` accepts such a line
+  only with ``rules="updates"``. Policies that never return one get the basic variant.
 - :class:`Reroute` (``free`` mode only): the courier's whole future stop sequence. The
   leg in progress (the stop it is driving to, or the restaurant/customer it is serving)
   is committed and not replaceable (committed stops named in a reroute are skipped);
@@ -54,10 +71,11 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from dispatch.model import Order, Plan, StopKind
 
 if TYPE_CHECKING:
-    from simulations.engine import SimView
+    from simulations.engine import CourierState, SimView
 
 __all__ = [
     "Assignment",
+    "AssignmentUpdate",
     "BasePolicy",
     "Decision",
     "Mode",
@@ -104,7 +122,19 @@ class Reposition:
     restaurant_id: str
 
 
-Decision = Assignment | Reroute | Reposition
+@dataclass(frozen=True, slots=True)
+class AssignmentUpdate:
+    """MDRP mode, assignment updates: add ``order_ids`` (pending, of ``restaurant_id``) to
+    the bundle ``courier_id`` is at ``restaurant_id`` to pick up. ``dropoffs``: the whole
+    bundle's new drop-off sequence (empty: the current one, then ``order_ids``)."""
+
+    courier_id: str
+    restaurant_id: str
+    order_ids: tuple[str, ...]
+    dropoffs: tuple[str, ...] = ()
+
+
+Decision = Assignment | Reroute | Reposition | AssignmentUpdate
 
 
 @runtime_checkable
@@ -150,6 +180,13 @@ class BasePolicy:
         return ()
 
     def on_order_ready(self, now: float, order: Order, view: SimView) -> Sequence[Decision]:
+        return ()
+
+    def on_courier_arrived(
+        self, now: float, courier: CourierState, restaurant_id: str, view: SimView
+    ) -> Sequence[Decision]:
+        """Optional hook (mdrp mode): ``courier`` arrived at ``restaurant_id`` for a pickup
+        that has not happened yet (the moment for an :class:`AssignmentUpdate`)."""
         return ()
 
 

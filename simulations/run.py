@@ -19,7 +19,7 @@ from simulations.policies import make_policy
 from simulations.policy import Mode, Policy
 from simulations.scenarios.base import Scenario
 from simulations.solution import Solution, solution_from_result, write_solution
-from simulations.validate import Violation, validate_solution
+from simulations.validate import Rules, Violation, validate_solution
 
 __all__ = ["RunResult", "run_scenario"]
 
@@ -50,14 +50,22 @@ def run_scenario(
     Besides :data:`~simulations.kpis.KPI_KEYS` the KPIs hold ``scenario``, ``policy``,
     ``mode``, ``seed``, ``tick_s``, ``violations`` (count), ``rejected_decisions``,
     ``never_assigned``, ``stuck`` (assigned or picked up but never delivered: always 0
-    unless the engine is broken), ``events``, ``ticks`` and ``wall_s``.
+    unless the engine is broken), ``assignment_updates`` (orders added to bundles at
+    restaurants), ``events``, ``ticks`` and ``wall_s``.
+
+    The solution is validated under the rules the run follows: ``free`` in free mode,
+    ``updates`` for a policy whose ``assignment_updates`` attribute is true (the published
+    variant), else ``basic``.
     """
     policy = make_policy(policy_name) if isinstance(policy_name, str) else policy_name
     config = EngineConfig(mode=mode, tick_s=tick_s, seed=seed, strict=strict)
     start = time.perf_counter()
     sim = simulate(scenario, policy, config, progress)
     solution = solution_from_result(sim)
-    violations = validate_solution(scenario, solution)
+    rules: Rules = "free" if mode == "free" else "basic"
+    if mode == "mdrp" and getattr(policy, "assignment_updates", False):
+        rules = "updates"
+    violations = validate_solution(scenario, solution, rules)
     kpis: Kpis = compute_kpis(scenario, solution)
     wall = time.perf_counter() - start
     never = sum(1 for why in sim.undelivered.values() if why == "never_assigned")
@@ -66,6 +74,7 @@ def run_scenario(
         "rejected_decisions": len(sim.rejections),
         "never_assigned": never,
         "stuck": len(sim.undelivered) - never,
+        "assignment_updates": sim.updates,
         "events": sim.events,
         "ticks": sim.ticks,
         "seed": seed,

@@ -6,6 +6,15 @@ instance (:class:`~simulations.scenarios.base.Scenario`, seconds) and returns ty
 files first and reports unreadable ones as ``format`` violations. Times are compared in
 minutes with a tolerance of 1e-6. Travel times come from the scenario's travel model (the
 MDRP ``ceil(distance / meters_per_minute)`` rule).
+
+**Rules** (``rules``): ``"basic"`` (default) is the README's basic variant plus
+prepositioning (a move to a restaurant without a pickup is not flagged); a courier drives
+to a restaurant only once it has been given the bundle, so an assignment made after the
+courier left for the pickup is an ``assigned_en_route`` violation. ``"updates"`` is the
+*assignment updates* variant: a bundle may also be assigned (updated: orders added) while
+the courier is at the restaurant, between its arrival and the pickup. ``"free"`` (the
+simulator's free-routing mode, not an MDRP variant: couriers are re-routed on the way)
+skips that rule.
 """
 
 from __future__ import annotations
@@ -13,13 +22,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from dispatch.model import Point
 from simulations.scenarios.base import Scenario
 from simulations.scenarios.mdrp import START_ID
 from simulations.solution import Solution, SolutionFormatError, read_solution
 
-__all__ = ["RULES", "Violation", "validate_dir", "validate_solution"]
+__all__ = ["RULES", "Rules", "Violation", "validate_dir", "validate_solution"]
+
+Rules = Literal["basic", "updates", "free"]
 
 EPS = 1e-6
 """Minutes of slack in every time comparison (float noise, not a real allowance)."""
@@ -41,6 +53,8 @@ RULES: Mapping[str, str] = {
     "not_at_place": "at a pickup or drop-off time the courier is not at that place",
     "service_time": "less than half a service time between arrival and a pickup/drop-off, "
     "or between it and leaving",
+    "assigned_en_route": "an assignment made after the courier left for its restaurant "
+    "(with rules='updates': unless made while it is there, at or before the pickup)",
 }
 """Rule id -> what it forbids."""
 
@@ -68,6 +82,7 @@ _A, _O, _C = (
 @dataclass(slots=True)
 class _Visit:
     place: str
+    start: float  # departure of the move that ends here
     arrival: float
     departure: float  # when it leaves again (inf after the last move)
     line: int
@@ -77,8 +92,13 @@ def _line(row_line: int, index: int) -> int:
     return row_line or index + 2
 
 
-def validate_solution(scenario: Scenario, solution: Solution) -> list[Violation]:
-    """All violations of ``solution`` (rows in minutes) for ``scenario`` (seconds)."""
+def validate_solution(
+    scenario: Scenario, solution: Solution, rules: Rules = "basic"
+) -> list[Violation]:
+    """All violations of ``solution`` (rows in minutes) for ``scenario`` (seconds) under
+    ``rules`` (module docstring)."""
+    if rules not in ("basic", "updates", "free"):
+        raise ValueError(f"rules must be basic, updates or free, got {rules!r}")
     out: list[Violation] = []
 
     def bad(rule: str, file: str, line: int, message: str) -> None:
@@ -279,11 +299,11 @@ def validate_solution(scenario: Scenario, solution: Solution) -> list[Violation]
                 )  # fmt: skip
             last.departure = m.departure_time
         arrival = m.departure_time + travel_min(a_pt, b_pt) * c.speed_factor
-        vs.append(_Visit(m.destination, arrival, float("inf"), n))
+        vs.append(_Visit(m.destination, m.departure_time, arrival, float("inf"), n))
 
     def at_place(
         courier: str, place: str, t: float, half: float, what: str, file: str, n: int
-    ) -> None:
+    ) -> _Visit | None:
         for v in visits.get(courier, []):
             if v.place == place and v.arrival - EPS <= t <= v.departure + EPS:
                 if t < v.arrival + half - EPS or v.departure < t + half - EPS:
@@ -292,15 +312,26 @@ def validate_solution(scenario: Scenario, solution: Solution) -> list[Violation]
                         f"{what} at {t:g}: courier {courier} arrived {v.arrival:g} and left "
                         f"{v.departure:g} (half a service is {half:g})",
                     )  # fmt: skip
-                return
+                return v
         bad("not_at_place", file, n, f"{what} at {t:g}: courier {courier} is not at {place}")
+        return None
 
     for i, a in enumerate(solution.assignments):
         known = [o for o in a.orders if bundle_of.get(o) == i]
         if not known or a.courier not in couriers:
             continue
         rid = rest_of[known[0]]
-        at_place(a.courier, rid, a.pickup_time, hp, f"pickup at {rid}", _A, _line(a.line, i))
+        n = _line(a.line, i)
+        v = at_place(a.courier, rid, a.pickup_time, hp, f"pickup at {rid}", _A, n)
+        if v is None or rules == "free" or a.assignment_time <= v.start + EPS:
+            continue
+        if rules == "updates" and v.arrival - EPS <= a.assignment_time <= a.pickup_time + EPS:
+            continue  # an update at the restaurant
+        bad(
+            "assigned_en_route", _A, n,
+            f"assigned at {a.assignment_time:g}, after courier {a.courier} left for {rid} at "
+            f"{v.start:g}" + (f" (arrived {v.arrival:g})" if rules == "updates" else ""),
+        )  # fmt: skip
     for i, r in enumerate(solution.orders):
         if r.order not in orders or r.courier not in couriers or order_row.get(r.order) != i:
             continue
@@ -310,10 +341,12 @@ def validate_solution(scenario: Scenario, solution: Solution) -> list[Violation]
     return out
 
 
-def validate_dir(scenario: Scenario, directory: Path | str) -> list[Violation]:
-    """Read the three solution files in ``directory`` and validate them."""
+def validate_dir(
+    scenario: Scenario, directory: Path | str, rules: Rules = "basic"
+) -> list[Violation]:
+    """Read the three solution files in ``directory`` and validate them under ``rules``."""
     try:
         solution = read_solution(directory)
     except SolutionFormatError as e:
         return [Violation("format", e.file, e.line, str(e))]
-    return validate_solution(scenario, solution)
+    return validate_solution(scenario, solution, rules)

@@ -5,7 +5,9 @@
 (:mod:`simulations.policies.ortools`: CP-SAT bundle matching with delayed commitment in
 mdrp mode, the OR-Tools routing dispatcher in free mode) ship here. ``ortools-prepos`` is
 ``ortools`` with prepositioning (the published MDRP variant: surplus idle couriers sent
-to wait near recent demand). Both are
+to wait near recent demand); ``ortools-updates`` is ``ortools`` with assignment updates
+(the other published variant: pending orders of a restaurant added to the bundle of a
+courier who is there for a pickup) and ``ortools-prepos-updates`` has both. They are
 registered through lazy factories, so OR-Tools is only imported when it is used.
 """
 
@@ -46,11 +48,25 @@ def _ortools_prepos() -> Policy:
     return OrToolsPolicy(preposition=True, name="ortools-prepos")
 
 
+def _ortools_updates() -> Policy:
+    from simulations.policies.ortools import OrToolsPolicy
+
+    return OrToolsPolicy(assignment_updates=True, name="ortools-updates")
+
+
+def _ortools_prepos_updates() -> Policy:
+    from simulations.policies.ortools import OrToolsPolicy
+
+    return OrToolsPolicy(preposition=True, assignment_updates=True, name="ortools-prepos-updates")
+
+
 _REGISTRY: dict[str, PolicyFactory] = {
     "greedy": GreedyPolicy,
     "bundling": BundlingPolicy,
     "ortools": _ortools,
     "ortools-prepos": _ortools_prepos,
+    "ortools-updates": _ortools_updates,
+    "ortools-prepos-updates": _ortools_prepos_updates,
 }
 
 

@@ -62,6 +62,28 @@
    instances it moves the mean click-to-door 31.94 -> 31.84 min, p90 46.95 -> 47.03,
    cost per order $11.13 -> $10.97: a small gain, not the 31.0 min target.)
 
+7. *Assignment updates* (opt-in, ``assignment_updates=True``; the published MDRP variant,
+   registered as ``ortools-updates``). When a courier arrives at a restaurant for a
+   bundle (the engine's ``on_courier_arrived`` hook) and, if ``update_on_tick``, at every
+   tick while it waits there for the food (orders placed meanwhile), pending orders of
+   that restaurant are added to its bundle, one at a time in order of ready time, while
+   the bundle has fewer than ``update_max_bundle`` orders. An order qualifies if its food
+   is ready by the pickup that happens anyway plus ``update_slack_s`` (0: nobody in the
+   bundle waits longer at the restaurant) and if the bundle, drop-offs re-sequenced for
+   the smallest sum of drop-off times, delays the drop-offs of the orders already in it
+   by at most ``update_max_delay_s`` in total, counting ``late_weight`` times the extra
+   click-to-door beyond the target. The order itself is picked up now instead of waiting
+   for a courier of its own; the price is paid by the bundle's orders (bounded by the
+   delay cap) and by the courier's later availability. Updates are computed before the
+   tick's matching, so the matching sees what is still pending. (Measured: neutral. On
+   12 instances of seeds 0, 4, 6 seven settings (slack 0-120 s, delay cap 300-900 s,
+   with/without tick updates) were all within 0.03 min of the plain policy's 33.36 min
+   and slack 600 s was worse, 33.86; the defaults are the rule's natural ones, slack 0,
+   not the best of noise. Over all 120 instances: 575 updates, mean click-to-door
+   31.94 -> 31.94 min, p90 46.95 -> 47.02, cost per order unchanged. With delayed
+   commitment a courier rarely finds an unassigned order of its restaurant that is
+   ready by its pickup: the matching has bundled what was known when it was sent.)
+
 **Free mode**: a :class:`dispatch.Dispatcher` (OR-Tools routing, pickups of several
 restaurants chained) is fed the day as the engine reports it (orders placed, picked up,
 delivered; courier positions and what they carry) and its plan is returned every tick as
@@ -83,8 +105,8 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from dispatch.model import Order
-from simulations.engine import SimView
-from simulations.policy import Assignment, BasePolicy, Decision, Reposition
+from simulations.engine import CourierState, SimView
+from simulations.policy import Assignment, AssignmentUpdate, BasePolicy, Decision, Reposition
 
 __all__ = ["Bundle", "OrToolsPolicy", "candidate_bundles"]
 
@@ -195,6 +217,11 @@ class OrToolsPolicy(BasePolicy):
     prepos_min_shift_left_s: float = 1800.0
     prepos_gain: float = 2.0
     prepos_min_demand: float = 3.0
+    assignment_updates: bool = False
+    update_max_bundle: int = 4
+    update_slack_s: float = 0.0
+    update_max_delay_s: float = 600.0
+    update_on_tick: bool = True
     name: str = "ortools"
     _last_tick: float | None = field(default=None, init=False, repr=False)
     _free: FreeRouting | None = field(default=None, init=False, repr=False)
@@ -225,14 +252,24 @@ class OrToolsPolicy(BasePolicy):
         if self._free is not None:
             return self._free.on_tick(now, view)
         used: set[str] = set()
-        out = self._mdrp_tick(now, tick, view, used)
+        out: list[Decision] = []
+        taken: set[str] = set()  # orders added to bundles this tick: not pending any more
+        if self.assignment_updates and self.update_on_tick and view.mode == "mdrp":
+            out.extend(self._tick_updates(now, view, taken))
+        out.extend(self._mdrp_tick(now, tick, view, used, taken))
         if self.preposition and view.mode == "mdrp":
             sent = {d.courier_id for d in out}
             out.extend(self._preposition(now, view, used | sent))
         return out
 
-    def _mdrp_tick(self, now: float, tick: float, view: SimView, used: set[str]) -> list[Decision]:
-        pending = [o for o in view.pending_orders() if o.ready_at <= now + self.order_horizon_s]
+    def _mdrp_tick(
+        self, now: float, tick: float, view: SimView, used: set[str], taken: set[str]
+    ) -> list[Decision]:
+        pending = [
+            o
+            for o in view.pending_orders()
+            if o.ready_at <= now + self.order_horizon_s and o.id not in taken
+        ]
         if not pending:
             return []
         couriers = [c for c in view.couriers() if c.free_at <= now + self.courier_horizon_s]
@@ -290,6 +327,92 @@ class OrToolsPolicy(BasePolicy):
             if view.project(a).ok:
                 out.append(a)
         return out
+
+    def on_courier_arrived(
+        self, now: float, courier: CourierState, restaurant_id: str, view: SimView
+    ) -> Sequence[Decision]:
+        if not self.assignment_updates or view.mode != "mdrp":
+            return ()
+        return self._update_bundle(now, courier, view, set())
+
+    def _tick_updates(self, now: float, view: SimView, taken: set[str]) -> list[Decision]:
+        """Updates for every courier waiting at a restaurant for a pickup; adds the orders
+        they take to ``taken``."""
+        out: list[Decision] = []
+        for c in view.couriers():
+            if c.pickup_at is not None and c.pickup_at > now:
+                for u in self._update_bundle(now, c, view, taken):
+                    taken.update(u.order_ids)
+                    out.append(u)
+        return out
+
+    def _update_bundle(
+        self, now: float, courier: CourierState, view: SimView, taken: set[str]
+    ) -> list[AssignmentUpdate]:
+        """Orders to add to the bundle ``courier`` waits for (module docstring, 7.)."""
+        bundle = [s.order_id for s in courier.committed if s.kind == "pickup"]
+        pick = courier.pickup_at
+        if not bundle or pick is None or len(bundle) >= self.update_max_bundle:
+            return []
+        rid = view.restaurant_of(bundle[0])
+        extra = [
+            o
+            for o in view.pending_orders()
+            if o.ready_at <= pick + self.update_slack_s
+            and o.id not in taken
+            and view.restaurant_of(o.id) == rid
+        ]
+        if not extra:
+            return []
+        extra.sort(key=lambda o: (o.ready_at, o.placed_at, o.id))
+        seq = [s.order_id for s in courier.queue[: len(bundle)]]  # its drop-off sequence
+        orders = {oid: view.order(oid) for oid in seq}
+        orders.update((o.id, o) for o in extra)
+        ids = [*seq, *(o.id for o in extra)]
+        places = [view.restaurant(rid), *(orders[i].dropoff for i in ids)]
+        t = view.travel_s(places, places)
+        col = {oid: j + 1 for j, oid in enumerate(ids)}
+        hp = view.params.pickup_service_s / 2.0
+        hd = view.params.dropoff_service_s / 2.0
+        target = view.params.target_c2d_s
+
+        def drops(order: Sequence[str], at: float) -> list[float]:
+            clock, here, out = at + hp, 0, []
+            for oid in order:
+                clock += t[here, col[oid]] + hd
+                out.append(clock)
+                clock += hd
+                here = col[oid]
+            return out
+
+        def over(oid: str, drop: float) -> float:
+            return max(0.0, drop - orders[oid].placed_at - target)
+
+        base = dict(zip(seq, drops(seq, pick), strict=True))
+        added: list[str] = []
+        for o in extra:
+            if len(seq) >= self.update_max_bundle:
+                break
+            at = max(pick, o.ready_at)
+            best: tuple[float, list[str]] | None = None
+            for perm in itertools.permutations([*seq, o.id]):
+                d = dict(zip(perm, drops(perm, at), strict=True))
+                key = sum(d.values())
+                if best is None or key < best[0] - 1e-9:
+                    best = (key, list(perm))
+            assert best is not None
+            d = dict(zip(best[1], drops(best[1], at), strict=True))
+            harm = sum(
+                d[i] - base[i] + self.late_weight * (over(i, d[i]) - over(i, base[i])) for i in base
+            )
+            if harm > self.update_max_delay_s:
+                continue
+            seq, pick = best[1], at
+            added.append(o.id)
+        if not added:
+            return []
+        u = AssignmentUpdate(courier.id, rid, tuple(added), tuple(seq))
+        return [u] if view.project(u).ok else []
 
     def _preposition(self, now: float, view: SimView, used: set[str]) -> list[Decision]:
         """Send surplus idle couriers toward recent demand (module docstring, 6.)."""

@@ -132,8 +132,9 @@ def test_move_chain(tiny: Scenario, base: Solution) -> None:
 
 
 def test_move_timing(tiny: Scenario, base: Solution) -> None:
-    [v] = validate_solution(tiny, _with(base, "moves", 3, departure_time=9))
+    v, w = validate_solution(tiny, _with(base, "moves", 3, departure_time=9))
     assert (v.rule, v.line) == ("move_timing", 5)  # c2 is on duty from 10
+    assert (w.rule, w.line) == ("assigned_en_route", 3)  # and it left before minute 20
     sol = _with(base, "moves", 2, departure_time=27)  # arrives at o1 at 28
     assert "move_timing" in _rules(validate_solution(tiny, sol))
 
@@ -151,6 +152,25 @@ def test_service_time(tiny: Scenario, base: Solution) -> None:
     # leaving r1 at 21 is before half a pickup service after the pickup at 20
     sol = _with(base, "moves", 1, departure_time=21)
     assert "service_time" in _rules(validate_solution(tiny, sol))
+
+
+def test_assigned_en_route(tiny: Scenario, base: Solution) -> None:
+    # c2 left for r2 at 20 and arrives at 25 (pickup at 30): a bundle assigned at 25 was
+    # given after it left (basic rules), or updated at the restaurant (updates variant)
+    on_site = _with(base, "assignments", 1, assignment_time=25)
+    [v] = validate_solution(tiny, on_site)
+    assert (v.rule, v.line) == ("assigned_en_route", 3)
+    assert validate_solution(tiny, on_site, "updates") == []
+    assert validate_solution(tiny, on_site, "free") == []
+    # assigned at 22, while driving: no update can happen on the way
+    driving = _with(base, "assignments", 1, assignment_time=22)
+    assert _rules(validate_solution(tiny, driving, "updates")) == {"assigned_en_route"}
+    assert validate_solution(tiny, driving, "free") == []
+    # after the pickup: not an update either
+    late = _with(base, "assignments", 1, assignment_time=31)
+    assert "assigned_en_route" in _rules(validate_solution(tiny, late, "updates"))
+    with pytest.raises(ValueError, match="rules"):
+        validate_solution(tiny, base, "fancy")  # type: ignore[arg-type]
 
 
 def test_every_rule_has_a_test() -> None:
