@@ -107,9 +107,9 @@ def _identifier(v: Any, what: str) -> str:
     return v.strip()
 
 
-def _readings(d: Mapping[str, Any], key: str, id_key: str, *, rssi_required: bool) -> tuple[
-    Reading, ...
-]:
+def _readings(
+    d: Mapping[str, Any], key: str, id_key: str, *, rssi_required: bool
+) -> tuple[Reading, ...]:
     raw = d.get(key)
     if not isinstance(raw, list):
         raise InvalidObservation("missing_field", f"field {key!r} must be a list")

@@ -15,8 +15,16 @@ from geo.observations import (
     observation_to_dict,
 )
 
-GPS: dict[str, Any] = {"device": "c1", "t": 100.0, "kind": "gps", "lat": 52.5, "lon": 13.4,
-                       "accuracy": 8.0, "speed": 3.0, "bearing": 370.0}
+GPS: dict[str, Any] = {
+    "device": "c1",
+    "t": 100.0,
+    "kind": "gps",
+    "lat": 52.5,
+    "lon": 13.4,
+    "accuracy": 8.0,
+    "speed": 3.0,
+    "bearing": 370.0,
+}
 
 
 def test_gps_parses_and_normalises_bearing() -> None:
@@ -58,8 +66,12 @@ def test_non_object_is_rejected() -> None:
 
 
 def test_scans_parse_and_round_trip() -> None:
-    wifi = {"device": "d", "t": 1.0, "kind": "wifi",
-            "aps": [{"bssid": "AA:BB:CC:00:11:22", "rssi": -60}]}
+    wifi = {
+        "device": "d",
+        "t": 1.0,
+        "kind": "wifi",
+        "aps": [{"bssid": "AA:BB:CC:00:11:22", "rssi": -60}],
+    }
     beacon = {"device": "d", "t": 2.0, "kind": "beacon", "beacons": [{"id": "b1", "rssi": -70}]}
     cell = {"device": "d", "t": 3.0, "kind": "cell", "cells": [{"id": "262-1-5", "rssi": None}]}
     w, b, c = (observation_from_dict(x) for x in (wifi, beacon, cell))
@@ -75,14 +87,25 @@ def test_scans_parse_and_round_trip() -> None:
     [
         ({"device": "d", "t": 1.0, "kind": "wifi", "aps": []}, "empty_scan"),
         ({"device": "d", "t": 1.0, "kind": "wifi"}, "missing_field"),
-        ({"device": "d", "t": 1.0, "kind": "wifi", "aps": [{"bssid": "x", "rssi": 20}]},
-         "rssi_out_of_range"),
+        (
+            {"device": "d", "t": 1.0, "kind": "wifi", "aps": [{"bssid": "x", "rssi": 20}]},
+            "rssi_out_of_range",
+        ),
         ({"device": "d", "t": 1.0, "kind": "wifi", "aps": [{"bssid": "x"}]}, "missing_field"),
-        ({"device": "d", "t": 1.0, "kind": "beacon", "beacons": [{"id": 5, "rssi": -50}]},
-         "bad_id"),
+        (
+            {"device": "d", "t": 1.0, "kind": "beacon", "beacons": [{"id": 5, "rssi": -50}]},
+            "bad_id",
+        ),
         ({"device": "d", "t": 1.0, "kind": "beacon", "beacons": ["b1"]}, "bad_type"),
-        ({"device": "d", "t": 1.0, "kind": "cell",
-          "cells": [{"id": str(i), "rssi": None} for i in range(300)]}, "too_many_readings"),
+        (
+            {
+                "device": "d",
+                "t": 1.0,
+                "kind": "cell",
+                "cells": [{"id": str(i), "rssi": None} for i in range(300)],
+            },
+            "too_many_readings",
+        ),
     ],
 )
 def test_scan_rejections(record: dict[str, Any], reason: str) -> None:
