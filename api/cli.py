@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from api.bench_ingest import register as register_ingest_bench
 from api.cli_bench_tracking import register as register_tracking_bench
 from api.cli_demo import register as register_demo_command
 from api.cli_serve import register as register_service_commands
@@ -34,6 +35,7 @@ register_simulation_commands(app, bench_app)
 register_service_commands(app)
 register_demo_command(app)
 register_tracking_bench(bench_app)
+register_ingest_bench(bench_app)
 
 
 def _fail(message: str) -> NoReturn:

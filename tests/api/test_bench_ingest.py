@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.ingest_bench import run
+from api.bench_ingest import run
 
 
 def test_ingest_bench_smoke() -> None:

@@ -9,7 +9,9 @@ response. It moves only with the code, so it tells whether a change to the hot p
 helped. Redis runs as a private ``redis-server`` (AOF, ``appendfsync always``) whose CPU
 is not counted.
 
-``python -m benchmarks.ingest_bench --json [--store memory|redis|both]``
+``o2o bench ingest --json [--store memory|redis|both]`` (also
+``python -m api.bench_ingest --json``). It lives in ``api`` because it drives the app,
+and nothing may import ``api``.
 """
 
 from __future__ import annotations
@@ -143,6 +145,13 @@ def main(
         return
     for r in result["runs"]:
         typer.echo(f"{r['store']}: {r['cpu_us_per_post']} µs CPU per post ({r['posts']} posts)")
+
+
+def register(bench_app: typer.Typer) -> None:
+    """Add ``o2o bench ingest`` to the ``bench`` group."""
+    bench_app.command(
+        "ingest", help="CPU per observation post inside one service process; prints JSON."
+    )(main)
 
 
 if __name__ == "__main__":
