@@ -87,6 +87,11 @@ class Leadership(Protocol):
         """Extend the lead; False when it was lost (another process took over)."""
         ...
 
+    @property
+    def renew_every_s(self) -> float:
+        """How often the leader extends its lead (well within the lease)."""
+        ...
+
     async def release(self) -> None: ...
 
 
@@ -98,6 +103,10 @@ class SoleLeader:
 
     async def renew(self) -> bool:
         return True
+
+    @property
+    def renew_every_s(self) -> float:
+        return 60.0
 
     async def release(self) -> None:
         return None
@@ -143,7 +152,7 @@ class DispatchLoop:
             while True:
                 await self.leadership.acquire()
                 try:
-                    await self._lead()
+                    await self._lead_while_leased()
                 except LostLead:
                     log.warning("dispatch lead lost; waiting to lead again")
                 except TrackingError as e:
@@ -158,6 +167,29 @@ class DispatchLoop:
         finally:
             with contextlib.suppress(Exception):
                 await self.leadership.release()
+
+    async def _lead_while_leased(self) -> None:
+        """Lead, renewing the lease on its own schedule; stop at once when it is lost.
+
+        Renewing between dispatcher calls instead let a long re-plan (seconds of solver
+        time in a niced child process on a busy machine) outlast the lease: the lead was
+        lost and the dispatcher rebuilt, again and again, under load.
+        """
+        lead = asyncio.create_task(self._lead(), name="dispatch-lead")
+        keep = asyncio.create_task(self._keep_lease(), name="dispatch-lease")
+        try:
+            done, _ = await asyncio.wait({lead, keep}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(keep)
+            await cancel_and_wait(lead, 10.0)  # it stops its log reader first
+        for task in done:
+            task.result()  # LostLead, or why the lead ended
+
+    async def _keep_lease(self) -> None:
+        while True:
+            await asyncio.sleep(self.leadership.renew_every_s)
+            if not await self.leadership.renew():
+                raise LostLead()
 
     async def _lead(self) -> None:
         log_ = self.reader_log
@@ -194,7 +226,7 @@ class DispatchLoop:
         queue: asyncio.Queue[Event] = asyncio.Queue()
         # Its own decisions come back through the log too: not decoded (see SKIPPED).
         events = log_.subscribe(cursor, select=_not_skipped)
-        reader = asyncio.create_task(self._read(events, queue))
+        reader = asyncio.create_task(self._read(events, queue), name="dispatch-reader")
         next_tick = time.monotonic()
         try:
             while True:
@@ -209,8 +241,6 @@ class DispatchLoop:
                     await self._apply(core, event)
                     continue
                 next_tick = time.monotonic() + self.tick_s
-                if not await self.leadership.renew():
-                    raise LostLead()
                 moved, self._positions = self._positions, {}
                 await self._take(await core.call("tick", self.clock(), moved))
         finally:

@@ -49,6 +49,10 @@ class RedisLeadership:
                 pass
             await asyncio.sleep(self.ttl_ms / 3000)
 
+    @property
+    def renew_every_s(self) -> float:
+        return self.ttl_ms / 4000  # four tries before the lease runs out
+
     async def renew(self) -> bool:
         with redis_errors():
             done = await self.client.eval(_RENEW, 1, self.key, self.token, self.ttl_ms)

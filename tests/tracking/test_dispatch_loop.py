@@ -14,7 +14,7 @@ import pytest
 from dispatch.dispatcher import DispatchSettings
 from tests.conftest import RedisServer
 from tests.tracking.conftest import run
-from tracking.dispatch_core import ProcessRunner
+from tracking.dispatch_core import DispatchCore, Outcome, Positions, ProcessRunner
 from tracking.dispatch_loop import DispatchLoop
 from tracking.live import Live, OrderRequest
 from tracking.redis_leader import RedisLeadership
@@ -109,6 +109,53 @@ def test_one_leader_among_workers_and_takeover_after_it_dies(redis_server: Redis
         tasks[other].cancel()
         with contextlib.suppress(BaseException):
             await tasks[other]
+        for s in stores:
+            await s.aclose()
+
+    run(go())
+
+
+def test_the_lease_holds_while_the_dispatcher_is_busy(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-plan longer than the lease (a big day in a niced process on a busy machine)
+    must not cost the lead: the lease is renewed on its own schedule. Renewing between
+    dispatcher calls lost the lead under load and rebuilt the dispatcher again and again."""
+    slow_s = 2.5  # each tick, with a 1 s lease
+
+    def slow_tick(self: DispatchCore, now: float, positions: Positions) -> Outcome:
+        time.sleep(slow_s)  # in the dispatcher's thread, like a long solve
+        return Outcome([], [])
+
+    monkeypatch.setattr(DispatchCore, "tick", slow_tick)
+
+    async def go() -> None:
+        stores = [RedisStore.from_url(redis_server.url) for _ in range(2)]
+        loops = [
+            DispatchLoop(
+                s,
+                settings=FAST,
+                tick_s=0.1,
+                isolate=False,
+                leadership=RedisLeadership(s.client, ttl_s=1.0),
+            )
+            for s in stores
+        ]
+        tasks = [asyncio.create_task(lp.run()) for lp in loops]
+
+        async def one_leads() -> bool:
+            return sum(lp.leading for lp in loops) == 1
+
+        await _until(one_leads)
+        leader = next(i for i, lp in enumerate(loops) if lp.leading)
+        deadline = time.monotonic() + 2 * slow_s + 1
+        while time.monotonic() < deadline:  # through two slow ticks
+            assert loops[leader].leading and not loops[1 - leader].leading
+            await asyncio.sleep(0.05)
+        for t in tasks:
+            t.cancel()
+            with contextlib.suppress(BaseException):
+                await t
         for s in stores:
             await s.aclose()
 
