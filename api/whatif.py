@@ -107,7 +107,7 @@ from simulations.scenarios.mdrp import START_ID
 from simulations.sweep import scale_fleet
 from tracking.errors import BadInput, TrackingError
 from tracking.live import settings_from_doc
-from tracking.store import MemoryStore, StateStore
+from tracking.store import StateStore
 
 log = logging.getLogger("o2o.whatif")
 
@@ -613,10 +613,8 @@ class WhatIfRunner:
         self.heartbeat_s = heartbeat_s
         self.wall = wall
         """Real time, for heartbeats (compared across workers)."""
-        self.shared = (
-            store is not None and not isinstance(store, MemoryStore) if shared is None else shared
-        )
-        """Other processes read the store (not the memory store): runs have a lease."""
+        self.shared = (store is not None and store.shared) if shared is None else shared
+        """Other processes read the store: runs have a lease."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._beating: asyncio.Task[None] | None = None
         self.reserved = 0

@@ -144,6 +144,10 @@ class RedisStore:
     def events(self) -> RedisEventLog:
         return self._log
 
+    @property
+    def shared(self) -> bool:
+        return True  # every worker, every process with the URL
+
     async def aclose(self) -> None:
         if self._owns_client:
             self._owns_client = False

@@ -59,6 +59,11 @@ class StateStore(Protocol):
         """The log the store appends write events to (read and subscribe here)."""
         ...
 
+    @property
+    def shared(self) -> bool:
+        """Whether other processes (the service's other workers) read and write it."""
+        ...
+
     async def put_order(self, order: Order, *, events: Sequence[Event] = ()) -> None:
         """Create or replace ``order`` (no idempotency check; see put_order_idempotent)."""
         ...
@@ -329,6 +334,10 @@ class MemoryStore:
     @property
     def events(self) -> MemoryEventLog:
         return self._log
+
+    @property
+    def shared(self) -> bool:
+        return False  # one process
 
     async def _commit(self, events: Sequence[Event], write: Callable[[], None]) -> None:
         """Append ``events`` and apply ``write`` in one synchronous step, then wake readers.
