@@ -443,20 +443,20 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub.start()
+        # (task, how long it may take to stop)
         tasks = [
-            asyncio.create_task(metrics.publish_forever(), name="metrics"),
-            asyncio.create_task(metrics.measure_loop_lag(), name="loop-lag"),
+            (asyncio.create_task(metrics.publish_forever(), name="metrics"), 2.0),
+            (asyncio.create_task(metrics.measure_loop_lag(), name="loop-lag"), 2.0),
         ]
-        if loop:
-            tasks.append(asyncio.create_task(loop.run(), name="dispatch"))
+        if loop:  # it stops its log reader and its child process first
+            tasks.append((asyncio.create_task(loop.run(), name="dispatch"), 10.0))
         try:
             yield
         finally:
             hub.close_all("restart")
             await asyncio.sleep(0)
-            for task in tasks:
-                # the dispatch loop stops its log reader and its child process first
-                await cancel_and_wait(task, 10.0 if task.get_name() == "dispatch" else 2.0)
+            for task, stop_s in tasks:
+                await cancel_and_wait(task, stop_s)
             await hub.stop()
             await store.aclose()
             if backend.extra is not None:
