@@ -447,6 +447,11 @@ def estimate_from_dict(d: object, what: str = "estimate") -> Estimate:
     )
 
 
+def estimate_time(text: str | bytes, what: str = "estimate") -> float:
+    """The ``t`` of a stored estimate, without building the rest of it."""
+    return _Reader(loads(text, what), what).number("t")
+
+
 # -- Event -------------------------------------------------------------------------------
 
 

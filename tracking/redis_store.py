@@ -50,6 +50,7 @@ from tracking.codec import (
     decode,
     dumps,
     encode,
+    estimate_time,
     loads,
     plan_from_dict,
     route_from_dict,
@@ -363,7 +364,7 @@ class RedisStore:
             )
         if replaced is None:
             return None
-        return decode(replaced, Estimate, f"position of {courier_id}").t
+        return estimate_time(replaced, f"position of {courier_id}")
 
     async def get_position(self, courier_id: str) -> Estimate:
         check_id("courier", courier_id)
