@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from simulations.engine import CourierState, EngineConfig, SimulationError, SimView, simulate
+from simulations.engine import EngineConfig, SimulationError, SimView, simulate
 from simulations.policies import make_policy
 from simulations.policies.ortools import OrToolsPolicy
-from simulations.policy import Assignment, AssignmentUpdate, BasePolicy, Decision
+from simulations.policy import Assignment, AssignmentUpdate, Decision
 from simulations.run import run_scenario
 from simulations.scenarios import Scenario
 from simulations.solution import (
@@ -28,27 +28,7 @@ from simulations.solution import (
     write_solution,
 )
 from simulations.validate import validate_dir, validate_solution
-
-
-class Scripted(BasePolicy):
-    """Applies given decisions at given tick times (seconds); records what it saw."""
-
-    name = "scripted"
-
-    def __init__(self, plan: dict[float, list[Decision]]) -> None:
-        self.plan = plan
-        self.pickup_at: dict[float, dict[str, float | None]] = {}
-        self.arrivals: list[tuple[float, str, str, tuple[str, ...]]] = []
-
-    def on_tick(self, now: float, view: SimView) -> Sequence[Decision]:
-        self.pickup_at[now] = {c.id: c.pickup_at for c in view.couriers()}
-        return self.plan.get(now, [])
-
-    def on_courier_arrived(
-        self, now: float, courier: CourierState, restaurant_id: str, view: SimView
-    ) -> Sequence[Decision]:
-        self.arrivals.append((now, courier.id, restaurant_id, courier.assigned))
-        return ()
+from tests.simulations.test_engine import Scripted
 
 
 def test_update_adds_a_ready_order_to_the_bundle(tiny: Scenario, tmp_path: Path) -> None:
@@ -63,8 +43,8 @@ def test_update_adds_a_ready_order_to_the_bundle(tiny: Scenario, tmp_path: Path)
     sim = simulate(tiny, policy, EngineConfig(strict=True))
     assert sim.rejections == [] and sim.updates == 1
     assert policy.arrivals == [(540, "c1", "r1", ("o1",))]
-    assert policy.pickup_at[600]["c1"] == 1200  # waiting at r1 for the pickup at 20
-    assert policy.pickup_at[1260]["c1"] is None  # picked up
+    assert policy.couriers[600]["c1"].pickup_at == 1200  # waiting at r1 for the pickup at 20
+    assert policy.couriers[1260]["c1"].pickup_at is None  # picked up
     for oid, drop in (("o1", 30), ("o2", 36)):
         o = sim.orders[oid]
         assert (o.courier_id, o.picked_up_at, o.delivered_at) == ("c1", 1200, drop * 60)

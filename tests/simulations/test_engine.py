@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from dispatch.model import Order, StopKind
-from simulations.engine import EngineConfig, EventKind, SimulationError, SimView, simulate
+from simulations.engine import (
+    CourierState,
+    EngineConfig,
+    EventKind,
+    SimulationError,
+    SimView,
+    simulate,
+)
 from simulations.policy import Assignment, BasePolicy, Decision, Reroute, StopRef
 from simulations.run import run_scenario
 from simulations.scenarios import Scenario
@@ -19,17 +26,28 @@ from simulations.validate import validate_solution
 
 
 class Scripted(BasePolicy):
-    """Applies given decisions at given tick times (seconds)."""
+    """Applies given decisions at given tick times (seconds); records what it saw: the
+    pending orders and the couriers' states at each tick, and each arrival at a
+    restaurant (courier, restaurant, the bundle it came for)."""
 
     name = "scripted"
 
     def __init__(self, plan: dict[float, list[Decision]]) -> None:
         self.plan = plan
         self.seen: list[tuple[float, list[str]]] = []
+        self.couriers: dict[float, dict[str, CourierState]] = {}
+        self.arrivals: list[tuple[float, str, str, tuple[str, ...]]] = []
 
     def on_tick(self, now: float, view: SimView) -> Sequence[Decision]:
         self.seen.append((now, [o.id for o in view.pending_orders()]))
+        self.couriers[now] = {c.id: c for c in view.couriers()}
         return self.plan.get(now, [])
+
+    def on_courier_arrived(
+        self, now: float, courier: CourierState, restaurant_id: str, view: SimView
+    ) -> Sequence[Decision]:
+        self.arrivals.append((now, courier.id, restaurant_id, courier.assigned))
+        return ()
 
 
 def test_same_seed_same_files(tiny: Scenario, real_small: Scenario, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 from simulations.engine import EngineConfig, SimulationError, SimView, simulate
 from simulations.policies import make_policy
 from simulations.policies.ortools import OrToolsPolicy
-from simulations.policy import Assignment, BasePolicy, Decision, Reposition
+from simulations.policy import Assignment, Decision, Reposition
 from simulations.run import run_scenario
 from simulations.scenarios import Scenario
 from simulations.solution import (
@@ -23,20 +23,7 @@ from simulations.solution import (
     write_solution,
 )
 from simulations.validate import validate_dir, validate_solution
-
-
-class Scripted(BasePolicy):
-    """Applies given decisions at given tick times (seconds); records courier states."""
-
-    name = "scripted"
-
-    def __init__(self, plan: dict[float, list[Decision]]) -> None:
-        self.plan = plan
-        self.states: dict[float, dict[str, tuple[float, str | None]]] = {}
-
-    def on_tick(self, now: float, view: SimView) -> Sequence[Decision]:
-        self.states[now] = {c.id: (c.free_at, c.free_place.id) for c in view.couriers()}
-        return self.plan.get(now, [])
+from tests.simulations.test_engine import Scripted
 
 
 @pytest.mark.parametrize(
@@ -85,8 +72,12 @@ def test_repositioned_courier_moves_are_in_the_files_and_valid(
     policy = Scripted(plan)
     sim = simulate(tiny, policy, EngineConfig(strict=True))
     assert sim.rejections == []
-    assert policy.states[360]["c1"] == (900, "r2")  # free when the reposition ends
-    assert policy.states[660]["c2"] == (900, "r2")
+    state = {
+        t: {c.id: (c.free_at, c.free_place.id) for c in cs.values()}
+        for t, cs in policy.couriers.items()
+    }
+    assert state[360]["c1"] == (900, "r2")  # free when the reposition ends
+    assert state[660]["c2"] == (900, "r2")
     c1 = [(m.departure / 60, m.origin, m.destination) for m in sim.moves["c1"]]
     assert c1 == [(5, "0", "r2"), (15, "r2", "r1"), (29, "r1", "o1")]
     c2 = [(m.departure / 60, m.origin, m.destination) for m in sim.moves["c2"]]

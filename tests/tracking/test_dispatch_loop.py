@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -68,24 +69,33 @@ def test_orders_get_assigned_routed_and_cancelled_through_the_log(isolate: bool)
     run(go())
 
 
+async def _two_workers_one_leading(
+    redis_server: RedisServer, **loop_options: Any
+) -> tuple[list[RedisStore], list[DispatchLoop], list[asyncio.Task[None]]]:
+    """Two workers' dispatch loops on one Redis (1 s lease), once one of them leads."""
+    stores = [RedisStore.from_url(redis_server.url) for _ in range(2)]
+    loops = [
+        DispatchLoop(
+            s,
+            settings=FAST,
+            tick_s=0.1,
+            leadership=RedisLeadership(s.client, ttl_s=1.0),
+            **loop_options,
+        )
+        for s in stores
+    ]
+    tasks = [asyncio.create_task(lp.run()) for lp in loops]
+
+    async def one_leads() -> bool:
+        return sum(lp.leading for lp in loops) == 1
+
+    await _until(one_leads)
+    return stores, loops, tasks
+
+
 def test_one_leader_among_workers_and_takeover_after_it_dies(redis_server: RedisServer) -> None:
     async def go() -> None:
-        stores = [RedisStore.from_url(redis_server.url) for _ in range(2)]
-        loops = [
-            DispatchLoop(
-                s,
-                settings=FAST,
-                tick_s=0.1,
-                leadership=RedisLeadership(s.client, ttl_s=1.0),
-            )
-            for s in stores
-        ]
-        tasks = [asyncio.create_task(lp.run()) for lp in loops]
-
-        async def one_leads() -> bool:
-            return sum(lp.leading for lp in loops) == 1
-
-        await _until(one_leads)
+        stores, loops, tasks = await _two_workers_one_leading(redis_server)
         await asyncio.sleep(1.5)  # the lease is renewed, so nobody else takes over
         assert sum(lp.leading for lp in loops) == 1
         leader = next(i for i, lp in enumerate(loops) if lp.leading)
@@ -130,23 +140,7 @@ def test_the_lease_holds_while_the_dispatcher_is_busy(
     monkeypatch.setattr(DispatchCore, "tick", slow_tick)
 
     async def go() -> None:
-        stores = [RedisStore.from_url(redis_server.url) for _ in range(2)]
-        loops = [
-            DispatchLoop(
-                s,
-                settings=FAST,
-                tick_s=0.1,
-                isolate=False,
-                leadership=RedisLeadership(s.client, ttl_s=1.0),
-            )
-            for s in stores
-        ]
-        tasks = [asyncio.create_task(lp.run()) for lp in loops]
-
-        async def one_leads() -> bool:
-            return sum(lp.leading for lp in loops) == 1
-
-        await _until(one_leads)
+        stores, loops, tasks = await _two_workers_one_leading(redis_server, isolate=False)
         leader = next(i for i, lp in enumerate(loops) if lp.leading)
         deadline = time.monotonic() + 2 * slow_s + 1
         while time.monotonic() < deadline:  # through two slow ticks

@@ -26,6 +26,20 @@ def _count_reads(store: StateStore) -> list[str]:
     return reads
 
 
+def _two_workers(make_store: MakeStore) -> tuple[StateStore, StateStore, Live, Live]:
+    """Two workers' stores (one shared object for memory) and their Live, one clock."""
+    store_a = make_store()
+    store_b = store_a if make_store is make_memory else make_store()
+    now = T0 + 100.0
+    return store_a, store_b, Live(store_a, clock=lambda: now), Live(store_b, clock=lambda: now)
+
+
+async def _close(store_a: StateStore, store_b: StateStore) -> None:
+    await store_a.aclose()
+    if store_b is not store_a:
+        await store_b.aclose()
+
+
 def test_a_worker_reads_the_stored_position_only_when_another_wrote(
     make_store: MakeStore,
 ) -> None:
@@ -34,11 +48,7 @@ def test_a_worker_reads_the_stored_position_only_when_another_wrote(
     in between, A reads the store again before its next fix."""
 
     async def main() -> None:
-        store_a = make_store()
-        store_b = store_a if make_store is make_memory else make_store()
-        now = [T0 + 100.0]
-        a = Live(store_a, clock=lambda: now[0])
-        b = Live(store_b, clock=lambda: now[0])
+        store_a, store_b, a, b = _two_workers(make_store)
         reads = _count_reads(store_a)
         for i in range(8):  # 1.5 s apart: a gap the old 1 s shortcut did not cover
             await a.post_observations("c1", [_fix(T0 + 1.5 * i, 52.5200 + 1e-5 * i)])
@@ -54,20 +64,14 @@ def test_a_worker_reads_the_stored_position_only_when_another_wrote(
             assert reads == ["c1"] * expect
         stored = await store_a.get_position("c1")
         assert stored.t == T0 + 16.5
-        await store_a.aclose()
-        if store_b is not store_a:
-            await store_b.aclose()
+        await _close(store_a, store_b)
 
     run(main())
 
 
 def test_a_worker_with_no_state_starts_from_the_stored_position(make_store: MakeStore) -> None:
     async def main() -> None:
-        store_a = make_store()
-        store_b = store_a if make_store is make_memory else make_store()
-        now = [T0 + 100.0]
-        a = Live(store_a, clock=lambda: now[0])
-        b = Live(store_b, clock=lambda: now[0])
+        store_a, store_b, a, b = _two_workers(make_store)
         for i in range(5):
             await a.post_observations("c1", [_fix(T0 + i, 52.5200)])
         # B's first fix is 50 m off and less precise: fused with A's stored position
@@ -75,8 +79,6 @@ def test_a_worker_with_no_state_starts_from_the_stored_position(make_store: Make
         got = await b.post_observations("c1", [{**_fix(T0 + 5.0, 52.5204), "accuracy": 20.0}])
         assert got.position is not None
         assert 52.5200 < got.position.lat < 52.5204 - 1e-5
-        await store_a.aclose()
-        if store_b is not store_a:
-            await store_b.aclose()
+        await _close(store_a, store_b)
 
     run(main())
