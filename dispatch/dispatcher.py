@@ -162,7 +162,13 @@ class Dispatcher:
         self.orders: dict[str, Order] = {}
         self.couriers: dict[str, Courier] = {}
         self.visits: dict[str, list[Visit]] = {}
-        self.plan = Plan(now)
+        # The plan's parts, kept mutable: a position fix replaces one route, and copying
+        # every route into a new Plan on each fix was quadratic in fleet size. ``plan``
+        # builds the immutable view when someone reads it.
+        self._routes: dict[str, Route] = {}
+        self._plan_unassigned: dict[str, str] = {}
+        self._plan_at = now
+        self._plan: Plan | None = None
         self.stats = DispatcherStats()
         self.last_solution: RoutingSolution | None = None
         self._last_replan = -math.inf
@@ -171,6 +177,13 @@ class Dispatcher:
         self._unassigned: dict[str, str] = {}
 
     # -- queries ----------------------------------------------------------------------
+    @property
+    def plan(self) -> Plan:
+        """Routes of every courier and the open orders no route serves, as of now."""
+        if self._plan is None:
+            self._plan = Plan(self._plan_at, dict(self._routes), dict(self._plan_unassigned))
+        return self._plan
+
     def order(self, order_id: str) -> Order:
         try:
             return self.orders[order_id]
@@ -203,7 +216,7 @@ class Dispatcher:
                 timed = self._time(c, visits)
                 travel += timed.travel_s
                 late += timed.lateness_s
-        unserved = len(self.plan.unassigned)
+        unserved = len(self._plan_unassigned)
         cost = travel + self.settings.lateness_weight * late + DROP_PENALTY * unserved
         return {"cost": cost, "travel_s": travel, "lateness_s": late, "unassigned": unserved}
 
@@ -277,7 +290,7 @@ class Dispatcher:
         self.couriers[courier_id] = replace(
             c, position=place, position_t=at, position_radius_m=radius_m
         )
-        return self._retime([courier_id], route_changed=False)
+        return self._retime([courier_id], route_changed=False, orders_changed=False)
 
     def picked_up(self, order_id: str, courier_id: str, at: float) -> list[Event]:
         self._advance(at)
@@ -800,10 +813,17 @@ class Dispatcher:
                 self._unassigned[order_id] = reason
         return events + self._retime(changed, route_changed=True)
 
-    def _retime(self, courier_ids: Sequence[str], route_changed: bool) -> list[Event]:
-        """Re-time routes, rebuild the plan, emit route/ETA/delay events."""
+    def _retime(
+        self, courier_ids: Sequence[str], route_changed: bool, orders_changed: bool = True
+    ) -> list[Event]:
+        """Re-time routes, rebuild the plan, emit route/ETA/delay events.
+
+        ``orders_changed=False`` (a position fix: no order changed status or courier)
+        keeps the plan's unassigned orders instead of scanning every order: that scan ran
+        on each fix of each courier, quadratic in fleet size.
+        """
         events: list[Event] = []
-        routes = dict(self.plan.routes)
+        routes = self._routes
         todo = list(courier_ids)
         for cid in todo:
             c = self.couriers.get(cid)
@@ -820,12 +840,14 @@ class Dispatcher:
                     o = self.orders[stop.order_id]
                     if not o.locked and o.courier_id == cid:
                         self.orders[o.id] = replace(o, locked=True)
-        unassigned = {
-            o.id: self._unassigned.get(o.id, "not_planned")
-            for o in self.orders.values()
-            if o.status == "placed" and o.mode != "self_pickup"  # open, needs a courier
-        }
-        self.plan = Plan(self.now, routes, unassigned)
+        if orders_changed:
+            self._plan_unassigned = {
+                o.id: self._unassigned.get(o.id, "not_planned")
+                for o in self.orders.values()
+                if o.status == "placed" and o.mode != "self_pickup"  # open, needs a courier
+            }
+        self._plan_at = self.now
+        self._plan = None
         etas: dict[str, list[float | None]] = {}
         for cid in todo:
             for st in routes[cid].stops if cid in routes else ():

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dispatch.model import Courier, Order, Place, Stop, StopKind
-from geo.travel import TravelTimeModel
+from geo.travel import TravelTimeModel, path_durations
 
 Visit = tuple[Order, StopKind]
 
@@ -39,13 +39,10 @@ class RouteCheck:
 
 def leg_durations(
     travel: TravelTimeModel, points: Sequence[tuple[float, float]], speed_factor: float = 1.0
-) -> npt.NDArray[np.float64]:
+) -> list[float]:
     """Durations (s) of the legs between consecutive ``points`` (len(points) - 1 values)."""
-    if len(points) < 2:
-        return np.zeros(0)
-    pts = np.asarray(points, dtype=np.float64)
-    m = travel.duration_matrix(pts[:-1], pts[1:])
-    return np.diagonal(m) * speed_factor
+    legs = path_durations(travel, points)
+    return legs if speed_factor == 1.0 else [leg * speed_factor for leg in legs]
 
 
 def time_route(

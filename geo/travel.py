@@ -44,6 +44,7 @@ __all__ = [
     "SpeedProfile",
     "TravelTimeModel",
     "geodesic_matrix_m",
+    "path_durations",
     "point_distance",
     "point_duration",
     "to_int_matrix",
@@ -601,6 +602,99 @@ def to_int_matrix(matrix: npt.ArrayLike, scale: float = 1.0) -> IntMatrix:
     if (snapped >= 2.0**63).any():
         raise InvalidTravelInput("overflow", "matrix values overflow int64 at this scale")
     return snapped.astype(np.int64)
+
+
+def path_durations(
+    model: TravelTimeModel, points: Sequence[Sequence[float]], depart_at: float | None = None
+) -> list[float]:
+    """Seconds of each leg between consecutive ``points`` (``len(points) - 1`` values).
+
+    A courier's route is re-timed on every position fix: a handful of legs, where the
+    diagonal of a full matrix costs (n - 1)^2 pairs and a few dozen numpy calls (about
+    0.2 ms for two legs). For :class:`GreatCircleModel` and :class:`PlanarEuclideanModel`
+    short paths are computed leg by leg in plain floats with the same formula as their
+    matrices (equal to within float rounding); other models, and points that fail the
+    quick checks, go through ``duration_matrix``, which also raises the errors.
+    """
+    n = len(points)
+    if n < 2:
+        return []
+    known = isinstance(model, GreatCircleModel | PlanarEuclideanModel)
+    if known and n <= _SCALAR_PATH_MAX and _plain_points(points, model.coords):
+        if isinstance(model, GreatCircleModel):
+            scale = model.detour_factor / model.speed.speed_at(depart_at)
+            halves = [_half_angles_scalar(p[0], p[1]) for p in points]
+            return [_lambert_scalar(halves[i], halves[i + 1]) * scale for i in range(n - 1)]
+        if isinstance(model, PlanarEuclideanModel):
+            _check_depart_at(depart_at)
+            out = []
+            for i in range(n - 1):
+                a, b = points[i], points[i + 1]
+                dx, dy = a[0] - b[0], a[1] - b[1]
+                minutes = math.sqrt(dx * dx + dy * dy) / model.meters_per_minute
+                out.append((math.ceil(minutes) if model.round_up_minutes else minutes) * 60.0)
+            return out
+    pts = np.asarray(points)
+    legs = np.diagonal(model.duration_matrix(pts[:-1], pts[1:], depart_at))
+    return [float(leg) for leg in legs]
+
+
+_SCALAR_PATH_MAX = 24
+"""Up to this many points the plain-float path beats numpy's per-call overhead."""
+
+
+def _plain_points(points: Sequence[Sequence[float]], coords: Coords) -> bool:
+    """Every point a pair of finite floats in range (else the matrix path says why)."""
+    for p in points:
+        if not isinstance(p, tuple | list) or len(p) != 2:
+            return False
+        a, b = p
+        if type(a) is not float or type(b) is not float:  # ints, numpy scalars, bools...
+            return False
+        if not (math.isfinite(a) and math.isfinite(b)):
+            return False
+        if coords == "latlon" and (abs(a) > 90.0 or abs(b) > 180.0):
+            return False
+    return True
+
+
+_HalfAngles = tuple[float, float, float, float, float]
+
+
+def _half_angles_scalar(lat: float, lon: float) -> _HalfAngles:
+    """:func:`_half_angles` for one point."""
+    phi = math.radians(lat)
+    beta = math.atan2((1.0 - WGS84_F) * math.sin(phi), math.cos(phi))
+    half_lon = math.radians(lon) / 2.0
+    return (
+        math.sin(beta / 2.0),
+        math.cos(beta / 2.0),
+        math.cos(beta),
+        math.sin(half_lon),
+        math.cos(half_lon),
+    )
+
+
+def _lambert_scalar(one: _HalfAngles, two: _HalfAngles) -> float:
+    """:func:`_lambert_block` for one pair of points, metres."""
+    sb1, cb1, cbeta1, sl1, cl1 = one
+    sb2, cb2, cbeta2, sl2, cl2 = two
+    u, v = cb1 * sb2, sb1 * cb2
+    sin_p2 = (u + v) ** 2
+    sin_q2 = (u - v) ** 2
+    sin_dl = (cl1 * sl2 - sl1 * cl2) ** 2
+    h = min(1.0, max(0.0, cbeta1 * cbeta2 * sin_dl + sin_q2))
+    root_h = math.sqrt(h)
+    sigma = 2.0 * math.asin(root_h)
+    cos2_half = 1.0 - h
+    sin_sigma = 2.0 * root_h * math.sqrt(cos2_half)
+    x = (sigma - sin_sigma) * sin_p2 * (1.0 - sin_q2)
+    if cos2_half > 0.0:
+        x /= cos2_half
+    y = (sigma + sin_sigma) * (1.0 - sin_p2) * sin_q2
+    if h > 0.0:
+        y /= h
+    return WGS84_A_M * (sigma - WGS84_F / 2.0 * (x + y))
 
 
 def point_distance(

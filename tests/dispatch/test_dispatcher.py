@@ -157,6 +157,27 @@ def test_cancel_removes_the_order_from_its_route() -> None:
     assert {s.order_id for s in d.plan.routes["a"].stops} == {"o2"}
 
 
+def test_position_fixes_keep_the_plan_whole() -> None:
+    """A fix re-times only its courier's route; the plan keeps every other route and the
+    orders nobody serves (a fix no longer rescans all orders for them)."""
+    d = make(courier("a", 0.0), courier("b", 8000.0), courier("gone", 0.0, shift_end=100.0))
+    d.place_order(order("o1", 100.0, 200.0))
+    d.place_order(order("o2", 8100.0, 8200.0))
+    d.end_shift("gone", 50.0)
+    d.place_order(order("late", 100.0, 200.0, ready=20_000.0, promise=21_000.0))
+    before = d.plan
+    events = d.courier_moved("a", Place((50.0, 0.0)), 60.0)
+    assert d.plan.unassigned == before.unassigned
+    assert "late" in d.plan.unassigned
+    assert d.plan.routes["b"] == before.routes["b"]
+    pickup = d.plan.routes["a"].stops[0]
+    assert pickup.order_id == "o1" and pickup.arrival == pytest.approx(60.0 + 50.0 / 5.0)
+    assert any(isinstance(e, EtaChanged) and e.order_id == "o1" for e in events)
+    d.cancel_order("o1", 70.0)
+    d.courier_moved("a", Place((60.0, 0.0)), 80.0)
+    assert "o1" not in d.plan.unassigned and d.plan.routes["a"].stops == ()
+
+
 def test_end_of_shift_returns_unpicked_orders_to_the_pool() -> None:
     d = make(courier("a", 0.0), courier("b", 8000.0))
     d.place_order(order("o1", 100.0, 200.0))

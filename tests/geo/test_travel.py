@@ -24,6 +24,7 @@ from geo.travel import (
     SpeedProfile,
     TravelTimeModel,
     geodesic_matrix_m,
+    path_durations,
     point_distance,
     point_duration,
     to_int_matrix,
@@ -456,3 +457,56 @@ def test_to_int_matrix_rejects(matrix: Any, scale: float) -> None:
 def test_int_matrix_feeds_the_mdrp_model_exactly() -> None:
     secs = PlanarEuclideanModel(320.0).duration_matrix([[0, 0], [1000, 0]], [[0, 0], [1000, 0]])
     np.testing.assert_array_equal(to_int_matrix(secs, scale=1 / 60), [[0, 4], [4, 0]])
+
+
+# --------------------------------------------------------------------------- path legs
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(-89.0, 89.0), st.floats(-179.9, 179.9)), min_size=0, max_size=30),
+    st.sampled_from([None, 0.0, 8.5 * 3600, 23.9 * 3600]),
+)
+def test_path_durations_equal_the_matrix_diagonal_on_the_globe(
+    points: list[tuple[float, float]], depart_at: float | None
+) -> None:
+    """The per-leg fast path (short paths) and the matrix path (long ones) agree with the
+    consecutive pairs of the full matrix, so route ETAs do not depend on which ran."""
+    model = GreatCircleModel(detour_factor=1.25)
+    legs = path_durations(model, points, depart_at)
+    assert len(legs) == max(0, len(points) - 1)
+    if len(points) >= 2:
+        pts = np.asarray(points)
+        want = np.diagonal(model.duration_matrix(pts[:-1], pts[1:], depart_at))
+        np.testing.assert_allclose(legs, want, rtol=1e-9, atol=1e-6)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(-50_000, 50_000), st.integers(-50_000, 50_000)),
+        min_size=2,
+        max_size=12,
+    ),
+    st.booleans(),
+)
+def test_path_durations_keep_the_mdrp_minute_rule(
+    points: list[tuple[int, int]], rounded: bool
+) -> None:
+    model = PlanarEuclideanModel(meters_per_minute=320.0, round_up_minutes=rounded)
+    as_floats = [(float(x), float(y)) for x, y in points]
+    pts = np.asarray(as_floats)
+    want = np.diagonal(model.duration_matrix(pts[:-1], pts[1:]))
+    assert path_durations(model, as_floats) == pytest.approx(want.tolist(), abs=1e-9)
+    assert path_durations(model, points) == pytest.approx(want.tolist(), abs=1e-9)  # ints
+
+
+def test_path_durations_of_other_models_and_bad_points() -> None:
+    table = MatrixModel([[0, 60, 90], [60, 0, 30], [90, 30, 0]])
+    assert path_durations(table, [0, 2, 1]) == [90.0, 30.0]
+    model = GreatCircleModel()
+    with pytest.raises(InvalidCoordinate) as err:
+        path_durations(model, [(52.5, 13.4), (float("nan"), 13.4)])
+    assert err.value.reason == "non_finite"
+    with pytest.raises(InvalidCoordinate) as err:
+        path_durations(model, [(52.5, 13.4), (95.0, 13.4)])
+    assert err.value.reason == "out_of_range"
