@@ -58,6 +58,7 @@ from tracking.codec import (
 )
 from tracking.errors import BadInput, Conflict, CorruptData, NotFound, TrackingError, Unavailable
 from tracking.events import Event
+from tracking.redis_batch import ScriptBatch
 from tracking.redis_events import (
     APPEND_EVENTS_LUA,
     DEFAULT_PREFIX,
@@ -134,7 +135,7 @@ class RedisStore:
             None if idempotency_ttl_s is None else max(1, round(idempotency_ttl_s * 1000))
         )
         self._owns_client = owns_client
-        self._put_position = client.register_script(_PUT_POSITION_LUA)
+        self._put_position = ScriptBatch(client, client.register_script(_PUT_POSITION_LUA))
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
@@ -150,6 +151,7 @@ class RedisStore:
         return True  # every worker, every process with the URL
 
     async def aclose(self) -> None:
+        await self._put_position.aclose()  # writes in flight get their replies first
         if self._owns_client:
             self._owns_client = False
             await self.client.aclose()
@@ -355,12 +357,13 @@ class RedisStore:
 
         # Every courier writes this every second: one script call (atomic, like MULTI,
         # and durable alike), not a MULTI/EXEC of five commands through redis-py's
-        # pipeline, which was most of a post's CPU in the worker.
+        # pipeline, which was most of a post's CPU in the worker; concurrent calls share
+        # round trips (:mod:`tracking.redis_batch`).
         ekeys, eargs = self._log.script_args(events)
         with redis_errors():
             replaced, _ids = await self._put_position(
-                keys=[self._positions_key, self._geo_key, *ekeys],
-                args=[courier_id, text, repr(estimate.lon), repr(estimate.lat), *eargs],
+                [self._positions_key, self._geo_key, *ekeys],
+                [courier_id, text, repr(estimate.lon), repr(estimate.lat), *eargs],
             )
         if replaced is None:
             return None
