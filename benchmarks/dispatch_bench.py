@@ -9,6 +9,9 @@ an order), open orders at restaurants with ready times in the next minutes and a
 * ``objective_1s`` / ``objective_5s``: the plan's objective after a warm-started OR-Tools
   re-plan with a 1 s / 5 s limit (``objective_first`` is the warm start's).
 * insertion latency: placing new orders one at a time into the 1,000-order snapshot.
+* ``position_fix_us``: applying one courier position fix (re-timing that courier's route
+  and its ETAs, :meth:`Dispatcher.courier_moved`) in the same snapshot; the live service
+  does this for every courier every second.
 """
 
 from __future__ import annotations
@@ -160,6 +163,33 @@ def run_insertions(
     }
 
 
+def run_position_fixes(
+    rounds: int = 5, seed: int = 0, snapshot: tuple[int, int] = (1000, 400)
+) -> dict[str, float]:
+    """Microseconds per position fix: every courier of the snapshot moves ``rounds`` times
+    (a few metres each time, one second apart)."""
+    couriers, orders = make_snapshot(*snapshot, seed)
+    d = _dispatcher(1.0, seed)
+    d.load_snapshot(couriers, orders)
+    rng = np.random.default_rng(seed + 2)
+    us = []
+    for r in range(1, rounds + 1):
+        for c in couriers:
+            lat, lon = d.couriers[c.id].position.point
+            step = rng.normal(0.0, 2e-5, 2)
+            place = Place((lat + float(step[0]), lon + float(step[1])))
+            t0 = time.perf_counter()
+            d.courier_moved(c.id, place, NOW + r)
+            us.append((time.perf_counter() - t0) * 1e6)
+    a = np.asarray(us)
+    return {
+        "mean": round(float(a.mean()), 1),
+        "p50": round(float(np.percentile(a, 50)), 1),
+        "p99": round(float(np.percentile(a, 99)), 1),
+        "n": int(a.size),
+    }
+
+
 def run(
     sizes: tuple[tuple[int, int], ...] = SIZES,
     seed: int = 0,
@@ -170,4 +200,5 @@ def run(
     return {
         "snapshots": [run_snapshot(o, c, seed, limits) for o, c in sizes],
         "insertion_ms": run_insertions(insertions, seed, insertion_snapshot),
+        "position_fix_us": run_position_fixes(seed=seed, snapshot=insertion_snapshot),
     }

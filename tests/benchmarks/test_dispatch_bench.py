@@ -14,3 +14,5 @@ def test_snapshot_benchmark_smoke() -> None:
     assert snap["objective_5s"] <= snap["objective_first"]
     ins = result["insertion_ms"]
     assert ins["n"] == 10 and 0 < ins["p50"] <= ins["p99"]
+    fix = result["position_fix_us"]
+    assert fix["n"] == 5 * 15 and 0 < fix["p50"] <= fix["p99"]
