@@ -401,7 +401,7 @@ def create_app(
         solve_time_limit_s=settings.solve_time_limit_s,
     )
     live = Live(store, cfg, clock, base_settings=base)
-    hub = Hub(backend.reader_log)
+    hub = Hub(backend.reader_log, stale_position_s=settings.stale_position_s or None)
     loop = (
         DispatchLoop(
             store,
@@ -435,6 +435,8 @@ def create_app(
             "ws_subscribers": float(hub.subscribers),
             "hub_events_dispatched": float(hub.dispatched),
             "hub_log_outages": float(hub.outages),
+            "hub_lag_seconds": hub.lag_s,
+            "hub_positions_shed": float(hub.positions_shed),
             "dispatch_leading": float(bool(loop and loop.leading)),
             "dispatch_errors": float(loop.errors if loop else 0),
         }

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(15.0, gt=0)
     send_timeout_s: float = Field(10.0, gt=0)
     ws_queue: int = Field(1000, gt=0)
+    stale_position_s: float = Field(5.0, ge=0)
+    """A worker that reads a position this long after it was appended does not fan it
+    out (it has fallen behind: the courier's next fix follows); 0 fans out every one.
+    Status and other events are never shed. ``o2o_hub_lag_seconds`` shows the lag."""
     share_ttl_s: float = Field(6 * 3600.0, gt=0)
     public_url: str = ""
     """Base URL for share links (empty: links are relative paths)."""

@@ -46,6 +46,7 @@ from tracking.events import (
     OPS_TOPIC,
     Event,
     EventLog,
+    IdKey,
     courier_topic,
     is_stub,
     order_topic,
@@ -72,7 +73,7 @@ SKIPPED = frozenset(
 """Event types the leader writes itself or has no use for."""
 
 
-def _not_skipped(event_type: str, topics: Sequence[str]) -> bool:
+def _not_skipped(event_type: str, topics: Sequence[str], key: IdKey) -> bool:
     return event_type not in SKIPPED
 
 

@@ -247,7 +247,7 @@ class EventLog(Protocol):
         :meth:`last_id` taken beforehand. Raises :class:`EventsTrimmed` if the reader
         falls behind retention.
 
-        ``select(type, topics)``, asked as each event is read, may turn events into
+        ``select(type, topics, key)``, asked as each event is read, may turn events into
         stubs (:func:`is_stub`: same id and type, no topics or payload), which a backend
         that decodes stored events need not decode: a process that fans out only some
         topics reads the whole log and decodes only what it uses.
@@ -258,8 +258,9 @@ class EventLog(Protocol):
 # -- shared merge logic (both backends) --------------------------------------------------
 
 
-Select = Callable[[str, Sequence[str]], bool]
-"""``select(type, topics)``: whether a subscriber wants an event (see ``subscribe``)."""
+Select = Callable[[str, Sequence[str], IdKey], bool]
+"""``select(type, topics, key)``: whether a subscriber wants an event (see ``subscribe``);
+``key`` is the parsed id, whose first part is the append time in milliseconds."""
 
 _STUB_PAYLOAD: dict[str, Any] = {}
 
@@ -469,7 +470,11 @@ class MemoryEventLog:
             events = self._read(cursor, names, batch)
             for e in events:
                 cursor = e.id or cursor
-                if select is not None and e.id and not select(e.type, e.topics):
+                if (
+                    select is not None
+                    and e.id
+                    and not select(e.type, e.topics, parse_event_id(e.id))
+                ):
                     yield stub(e.type, e.id)  # nothing to save here: kept in memory
                 else:
                     yield e

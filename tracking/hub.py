@@ -8,11 +8,12 @@ Redis reader, not thousands.
 
 Slow consumers never slow anyone else: the hub only appends to a connection's bounded
 queue (it never awaits a socket). Position events are latest-wins per courier, so a
-slow map just skips stale fixes; everything else (status, ETA, route, delay) is queued,
-and a connection whose queue overflows, or whose socket accepts nothing for
-``send_timeout_s``, is closed with :data:`CLOSE_FELL_BEHIND`. The client reconnects
-with ``last_event_id`` and the log replays what it missed, so a status is delayed but
-never lost.
+slow map just skips stale fixes, and a process that falls behind the log sheds the
+positions it reads too late (``stale_position_s``) rather than show ever older ones.
+Everything else (status, ETA, route, delay) is queued, and a connection whose queue
+overflows, or whose socket accepts nothing for ``send_timeout_s``, is closed with
+:data:`CLOSE_FELL_BEHIND`. The client reconnects with ``last_event_id`` and the log
+replays what it missed, so a status is delayed but never lost.
 
 :func:`serve_channel` is the per-connection loop, framework-free: the API passes a
 ``send`` coroutine (a websocket's ``send_json``) and a :class:`Channel` that turns events
@@ -51,6 +52,9 @@ CLOSE_FELL_BEHIND = 4408
 """The client could not keep up: reconnect with last_event_id to get what it missed."""
 
 Frame = dict[str, Any]
+
+DEFAULT_STALE_POSITION_S = 5.0
+"""A position read this long after it was appended is not fanned out (see Hub._wanted)."""
 
 
 class ChannelClosed(Exception):
@@ -117,9 +121,20 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
 class Hub:
     """Fan-out of one process's event log subscription (see module docstring)."""
 
-    def __init__(self, events: EventLog, *, retry_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        events: EventLog,
+        *,
+        retry_s: float = 0.5,
+        stale_position_s: float | None = DEFAULT_STALE_POSITION_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if stale_position_s is not None and not stale_position_s > 0:
+            raise ValueError(f"stale_position_s must be > 0 or None, got {stale_position_s}")
         self.events = events
         self.retry_s = retry_s
+        self.stale_position_s = stale_position_s
+        self.clock = clock
         self._by_topic: dict[str, set[Subscription]] = {}
         self._position_watchers: set[Subscription] = set()
         self._subs: set[Subscription] = set()
@@ -128,6 +143,11 @@ class Hub:
         self.dispatched = 0
         self.outages = 0
         self.connected = True
+        self.lag_s = 0.0
+        """How long before it was read the last event was appended (log ids carry the
+        append time): how far this process's fan-out runs behind the log."""
+        self.positions_shed = 0
+        """Positions not fanned out because they were read too late (see ``_wanted``)."""
 
     # -- life cycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -166,14 +186,27 @@ class Hub:
                 log.error("hub read failed: %s", err)
                 await asyncio.sleep(self.retry_s)
 
-    def _wanted(self, event_type: str, topics: Sequence[str]) -> bool:
+    def _wanted(self, event_type: str, topics: Sequence[str], key: IdKey) -> bool:
         """Whether any connection of this process gets the event (as :meth:`_dispatch`
         picks them): the log skips decoding the rest. Asked as the log reads a batch;
-        the batch is dispatched before anyone can subscribe in between."""
-        if event_type == "courier_position" and self._position_watchers:
-            return True
+        the batch is dispatched before anyone can subscribe in between.
+
+        A position read more than ``stale_position_s`` after it was appended is shed:
+        when this process falls behind the log (CPU saturated), fanning out old fixes
+        would only keep it behind, and every map would show where couriers were, later
+        and later. Positions are latest-wins anyway and the courier's next fix follows;
+        status, ETA, route and delay events are never shed.
+        """
+        lag = self.lag_s = self.clock() - key[0] / 1000.0
         by_topic = self._by_topic
-        return any(t in by_topic for t in topics)
+        if event_type != "courier_position":
+            return any(t in by_topic for t in topics)
+        if not (self._position_watchers or any(t in by_topic for t in topics)):
+            return False
+        if self.stale_position_s is not None and lag > self.stale_position_s:
+            self.positions_shed += 1
+            return False
+        return True
 
     def _dispatch(self, e: Event) -> None:
         self.dispatched += 1

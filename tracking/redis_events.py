@@ -146,7 +146,7 @@ def _entry_to_stored(entry: Any, stream: str, select: Select | None = None) -> S
         if etype not in EVENT_TYPES:
             raise CorruptData("bad_field", f"{what}: unknown event type {etype!r}")
         key, prev = parse_event_id(eid), parse_event_id(to_str(fields["prev"]))
-        if select is not None and not select(etype, topics):
+        if select is not None and not select(etype, topics, key):
             return StoredEvent(key, prev, stub(cast(Any, etype), eid))
         event = Event(
             type=cast(Any, etype),

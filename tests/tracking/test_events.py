@@ -22,7 +22,7 @@ from tracking import (
     order_topic,
     parse_event_id,
 )
-from tracking.events import is_stub
+from tracking.events import IdKey, format_event_id, is_stub
 
 
 def ev(i: int, *topics: str, type: str = "eta_updated") -> Event:
@@ -172,10 +172,10 @@ def test_subscribe_select_turns_unwanted_events_into_stubs(make_store: MakeStore
         for i in range(300):  # more than one read batch
             await log.append(ev(i, f"courier:c{i % 3}", type="courier_position"))
         ids = [e.id for e in await log.read_after(start)]
-        asked: list[tuple[str, tuple[str, ...]]] = []
+        asked: list[tuple[str, tuple[str, ...], str]] = []
 
-        def select(event_type: str, topics: Sequence[str]) -> bool:
-            asked.append((event_type, tuple(topics)))
+        def select(event_type: str, topics: Sequence[str], key: IdKey) -> bool:
+            asked.append((event_type, tuple(topics), format_event_id(key)))
             return "courier:c1" in topics
 
         got: list[Event] = []
@@ -190,7 +190,7 @@ def test_subscribe_select_turns_unwanted_events_into_stubs(make_store: MakeStore
         stubs = [e for e in got if is_stub(e)]
         assert len(stubs) == 200 and all(e.type == "courier_position" for e in stubs)
         assert all(e.payload == {} and e.topics == () for e in stubs)
-        assert asked[0] == ("courier_position", ("courier:c0",))
+        assert asked[0] == ("courier_position", ("courier:c0",), ids[0])
         await close(log)
 
     run(main())

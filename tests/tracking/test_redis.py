@@ -167,10 +167,10 @@ def test_rejected_events_are_not_decoded(redis_server: RedisServer) -> None:
                 },
             )
 
-        def only_c1(event_type: str, topics: Sequence[str]) -> bool:
+        def only_c1(event_type: str, topics: Sequence[str], key: object) -> bool:
             return "courier:c1" in topics
 
-        events = store.events.subscribe(start, select=lambda t, ts: "courier:c9" in ts)
+        events = store.events.subscribe(start, select=lambda t, ts, k: "courier:c9" in ts)
         first, second = await anext(events), await anext(events)
         assert is_stub(first) and is_stub(second)
         with pytest.raises(CorruptData, match="not JSON"):
