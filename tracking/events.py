@@ -238,6 +238,7 @@ class EventLog(Protocol):
         last_id: EventId | None = None,
         topics: Iterable[str] | None = None,
         *,
+        batch: int = 256,
         select: Select | None = None,
     ) -> AsyncIterator[Event]:
         """Everything after ``last_id``, then live events as they are appended, forever.
@@ -250,7 +251,8 @@ class EventLog(Protocol):
         ``select(type, topics, key)``, asked as each event is read, may turn events into
         stubs (:func:`is_stub`: same id and type, no topics or payload), which a backend
         that decodes stored events need not decode: a process that fans out only some
-        topics reads the whole log and decodes only what it uses.
+        topics reads the whole log and decodes only what it uses. ``batch``: events per
+        read.
         """
         ...
 

@@ -53,6 +53,8 @@ CLOSE_FELL_BEHIND = 4408
 
 Frame = dict[str, Any]
 
+READ_BATCH = 1024
+"""Events per log read: a process catching up needs few round trips (and loop turns)."""
 DEFAULT_STALE_POSITION_S = 5.0
 """A position read this long after it was appended is not fanned out (see Hub._wanted)."""
 
@@ -146,6 +148,7 @@ class Hub:
         self.lag_s = 0.0
         """How long before it was read the last event was appended (log ids carry the
         append time): how far this process's fan-out runs behind the log."""
+        self._last_fanned: dict[str, float] = {}  # courier topic -> when (hub clock)
         self.positions_shed = 0
         """Positions not fanned out because they were read too late (see ``_wanted``)."""
 
@@ -167,7 +170,7 @@ class Hub:
                     cursor = await self.events.last_id()
                     self.started.set()
                 self.connected = True
-                async for e in self.events.subscribe(cursor, select=self._wanted):
+                async for e in self.events.subscribe(cursor, batch=READ_BATCH, select=self._wanted):
                     cursor = e.id or cursor
                     if not is_stub(e):
                         self._dispatch(e)
@@ -191,21 +194,28 @@ class Hub:
         picks them): the log skips decoding the rest. Asked as the log reads a batch;
         the batch is dispatched before anyone can subscribe in between.
 
-        A position read more than ``stale_position_s`` after it was appended is shed:
-        when this process falls behind the log (CPU saturated), fanning out old fixes
-        would only keep it behind, and every map would show where couriers were, later
-        and later. Positions are latest-wins anyway and the courier's next fix follows;
-        status, ETA, route and delay events are never shed.
+        A position read more than ``stale_position_s`` after it was appended is shed,
+        unless nothing of its courier went out for that long: when this process falls
+        behind the log (CPU saturated), fanning out every old fix would only keep it
+        behind, and every map would show where couriers were, later and later. So each
+        courier's watchers still get a fix at least every ``stale_position_s`` (late by
+        the lag), the fixes in between are dropped (positions are latest-wins anyway),
+        and the process catches up. Status, ETA, route and delay events are never shed.
         """
-        lag = self.lag_s = self.clock() - key[0] / 1000.0
+        now = self.clock()
+        lag = self.lag_s = now - key[0] / 1000.0
         by_topic = self._by_topic
         if event_type != "courier_position":
             return any(t in by_topic for t in topics)
         if not (self._position_watchers or any(t in by_topic for t in topics)):
             return False
-        if self.stale_position_s is not None and lag > self.stale_position_s:
-            self.positions_shed += 1
-            return False
+        if self.stale_position_s is not None and topics:
+            courier = topics[0]  # a position's first topic is its courier's
+            last = self._last_fanned.get(courier, -math.inf)
+            if lag > self.stale_position_s and now - last < self.stale_position_s:
+                self.positions_shed += 1
+                return False
+            self._last_fanned[courier] = now
         return True
 
     def _dispatch(self, e: Event) -> None:

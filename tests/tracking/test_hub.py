@@ -272,10 +272,11 @@ def test_snapshots_carry_delay_routes_acks_and_the_service_clock() -> None:
 
 def test_a_hub_behind_the_log_sheds_late_positions_never_statuses() -> None:
     """A process that reads events long after they were appended (its CPU saturated)
-    drops the positions among them (the next fix follows) and still delivers every
-    status; the lag it reads at is reported. With shedding off, nothing is dropped."""
+    sheds the positions among them, except one per courier every stale_position_s, and
+    still delivers every status; the lag it reads at is reported. With shedding off,
+    the burst's newest fix arrives."""
 
-    async def run(stale_position_s: float | None) -> tuple[Hub, list[Frame]]:
+    async def run(stale_position_s: float | None) -> tuple[Hub, list[float]]:
         store = MemoryStore()
         order = _order()
         await store.put_order(order)
@@ -291,29 +292,35 @@ def test_a_hub_behind_the_log_sheds_late_positions_never_statuses() -> None:
         task = asyncio.create_task(
             serve_channel(hub, OrderChannel(store, "o1"), out.send, limits=limits)
         )
+
+        def positions() -> list[float]:
+            return [f["t"] for f in out.frames if f["type"] == "position"]
+
         await _until(lambda: out.frames)
         await store.events.append(_position("c1", 10.0))
-        await _until(lambda: any(f["type"] == "position" for f in out.frames))
+        await _until(lambda: positions() == [10.0])
         behind[0] = 30.0  # from now on the hub reads every event 30 s after its append
-        for i in range(5):
-            await store.events.append(_position("c1", 11.0 + i))
+        await store.events.append(_position("c1", 11.0))  # nothing of c1 for 30 s: sent
+        await _until(lambda: positions()[-1] == 11.0)
+        for i in range(4):  # within 5 s of the last one sent: shed (when shedding)
+            await store.events.append(_position("c1", 12.0 + i))
         picked = order.transition("picked_up", 20.0, "c1")
         await store.put_order(picked, events=[order_event("order_picked_up", picked, 20.0)])
         await _until(lambda: any(f.get("status") == "picked_up" for f in out.frames))
         assert hub.lag_s == pytest.approx(30.0, abs=2.0)
         behind[0] = 0.0  # caught up
         await store.events.append(_position("c1", 30.0))
-        await _until(lambda: [f["t"] for f in out.frames if f["type"] == "position"][-1] == 30.0)
+        await _until(lambda: positions()[-1] == 30.0)
         task.cancel()
         await hub.stop()
-        return hub, out.frames
+        return hub, positions()
 
-    hub, frames = asyncio.run(run(5.0))
-    assert [f["t"] for f in frames if f["type"] == "position"] == [10.0, 30.0]
-    assert hub.positions_shed == 5
-    hub, frames = asyncio.run(run(None))
-    # not shed: the burst's newest fix arrives (latest wins inside the connection)
-    assert [f["t"] for f in frames if f["type"] == "position"] == [10.0, 15.0, 30.0]
+    hub, seen = asyncio.run(run(5.0))
+    assert seen == [10.0, 11.0, 30.0]
+    assert hub.positions_shed == 4
+    hub, seen = asyncio.run(run(None))
+    # nothing shed: the burst's newest fix arrives (latest wins inside the connection)
+    assert seen[:2] == [10.0, 11.0] and seen[-2:] == [15.0, 30.0]
     assert hub.positions_shed == 0
     with pytest.raises(ValueError):
         Hub(MemoryStore().events, stale_position_s=0)
