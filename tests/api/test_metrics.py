@@ -66,3 +66,14 @@ def test_event_loop_lag_is_measured(server: Server) -> None:
             time.sleep(0.2)
     assert count >= 2
     assert _sample(text, "o2o_event_loop_lag_seconds_bucket", le="+Inf") == count
+
+
+def test_hub_lag_and_shed_positions_are_exposed(server: Server) -> None:
+    """How far behind the log each worker's fan-out reads, and what it shed for it."""
+    with server.client(token("customer", "hal")) as http:
+        r = http.post("/v1/orders", json=ORDER, headers={"Idempotency-Key": "hub-lag"})
+        assert r.status_code == 201
+        time.sleep(0.3)  # the hub reads the order's event
+        text = http.get("/metrics").text
+    assert 0.0 < _sample(text, "o2o_hub_lag_seconds") < 5.0  # read, and read soon
+    assert _sample(text, "o2o_hub_positions_shed") == 0
