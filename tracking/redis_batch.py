@@ -37,11 +37,13 @@ class ScriptBatch:
     """``await batch(keys, args)`` runs ``script`` like ``script(keys, args)`` would.
 
     ``max_batch``: calls per round trip; ``max_inflight``: round trips at once (each
-    holds one pooled connection while it runs).
+    holds one pooled connection while it runs). With one (the default) Redis runs the
+    calls in the order they were made; with more, batches on different connections may
+    run in either order.
     """
 
     def __init__(
-        self, client: Redis, script: AsyncScript, *, max_batch: int = 256, max_inflight: int = 2
+        self, client: Redis, script: AsyncScript, *, max_batch: int = 256, max_inflight: int = 1
     ) -> None:
         if max_batch < 1 or max_inflight < 1:
             raise ValueError("max_batch and max_inflight must be >= 1")
