@@ -1188,7 +1188,12 @@ def run_one(
         cpu0 = {k: _group_cpu_s(v) for k, v in pgids.items()}
         cpu0["machine"] = _busy_cpu_s()
         load0 = _load_avg()
-        time.sleep(max(0.0, t1 - time.time()))
+        hub_lag: list[dict[str, float]] = []  # the service's own view, every ~10 s
+        while (left := t1 - time.time()) > 0:
+            time.sleep(min(left, HUB_SAMPLE_S))
+            sample = _hub_gauges(svc.url)
+            if sample:
+                hub_lag.append(sample)
         cpu1 = {k: _group_cpu_s(v) for k, v in pgids.items()}
         cpu1["machine"] = _busy_cpu_s()
         load1 = _load_avg()
@@ -1219,7 +1224,42 @@ def run_one(
         cpu={k: round(cpu1[k] - cpu0[k], 1) for k in cpu0},
         load_avg=load1 or load0,
         failed=failed,
+        hub_lag=hub_lag,
     )
+
+
+HUB_SAMPLE_S = 10.0
+
+
+def _hub_gauges(url: str) -> dict[str, float]:
+    """``o2o_hub_lag_seconds`` per worker (``lag_s:<pid>``) and ``o2o_hub_positions_shed``
+    summed over workers (``positions_shed``) from the service's ``/metrics``; {} if the
+    scrape fails (the run goes on)."""
+    import httpx
+
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=5, trust_env=False).text
+    except httpx.HTTPError:
+        return {}
+    out: dict[str, float] = {}
+    shed = 0.0
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if name not in ("o2o_hub_lag_seconds", "o2o_hub_positions_shed"):
+            continue
+        labels, _, value = rest.rpartition("} ")
+        worker = labels.partition('worker="')[2].partition('"')[0]
+        try:
+            v = float(value)
+        except ValueError:
+            continue
+        if name == "o2o_hub_lag_seconds":
+            out[f"lag_s:{worker}"] = round(v, 2)
+        else:
+            shed += v
+    if out:
+        out["positions_shed"] = shed
+    return out
 
 
 def _summarise(
@@ -1240,6 +1280,7 @@ def _summarise(
     load_avg: list[float],
     failed: str | None = None,
     redis_max_connections: int | None = None,
+    hub_lag: list[dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     errors: Counter[str] = Counter()
     confirm: Counter[str] = Counter()
@@ -1312,6 +1353,7 @@ def _summarise(
         "ws_compression": compression,
         "redis_appendfsync": appendfsync,
         "redis_max_connections": redis_max_connections,
+        "hub_lag": hub_lag or [],
         "failed": failed,
     }
 
@@ -1327,6 +1369,10 @@ NOTES = [
     "status_sent: status events in the service's event log for the watched orders since "
     "each customer's first snapshot (replayed through ?last_event_id=); status_received: "
     "distinct status frames the live connections got.",
+    "hub_lag: the service's /metrics every 10 s of the window: lag_s:<worker> is how long "
+    "after its append that worker read the last event it read (its fan-out's backlog); "
+    "positions_shed: positions not fanned out because they were read too late "
+    "(O2O_STALE_POSITION_S), summed over workers since the start.",
 ]
 
 
