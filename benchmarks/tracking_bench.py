@@ -59,6 +59,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -1188,15 +1189,26 @@ def run_one(
         cpu0 = {k: _group_cpu_s(v) for k, v in pgids.items()}
         cpu0["machine"] = _busy_cpu_s()
         load0 = _load_avg()
-        hub_lag: list[dict[str, float]] = []  # the service's own view, every ~10 s
-        while (left := t1 - time.time()) > 0:
-            time.sleep(min(left, HUB_SAMPLE_S))
-            sample = _hub_gauges(svc.url)
-            if sample:
-                hub_lag.append(sample)
+        # The service's own view every ~10 s, from a thread: a saturated service may
+        # take many seconds to answer, which must not shift the CPU window's end.
+        hub_lag: list[dict[str, float]] = []
+        window_over = threading.Event()
+
+        def sample_hub() -> None:
+            while not window_over.wait(min(HUB_SAMPLE_S, max(0.0, t1 - time.time()))):
+                if sample := _hub_gauges(svc.url):
+                    hub_lag.append({"at_s": round(time.time() - t0, 1), **sample})
+                if time.time() >= t1:
+                    return
+
+        sampler = threading.Thread(target=sample_hub, daemon=True)
+        sampler.start()
+        time.sleep(max(0.0, t1 - time.time()))
         cpu1 = {k: _group_cpu_s(v) for k, v in pgids.items()}
         cpu1["machine"] = _busy_cpu_s()
         load1 = _load_avg()
+        window_over.set()
+        sampler.join(HUB_SCRAPE_TIMEOUT_S)
         say("window over; checking status events against the log")
         results = [p.read()["result"] for p in procs]
         say("done")
@@ -1229,6 +1241,7 @@ def run_one(
 
 
 HUB_SAMPLE_S = 10.0
+HUB_SCRAPE_TIMEOUT_S = 30.0
 
 
 def _hub_gauges(url: str) -> dict[str, float]:
@@ -1238,7 +1251,7 @@ def _hub_gauges(url: str) -> dict[str, float]:
     import httpx
 
     try:
-        text = httpx.get(f"{url}/metrics", timeout=5, trust_env=False).text
+        text = httpx.get(f"{url}/metrics", timeout=HUB_SCRAPE_TIMEOUT_S, trust_env=False).text
     except httpx.HTTPError:
         return {}
     out: dict[str, float] = {}
@@ -1369,7 +1382,8 @@ NOTES = [
     "status_sent: status events in the service's event log for the watched orders since "
     "each customer's first snapshot (replayed through ?last_event_id=); status_received: "
     "distinct status frames the live connections got.",
-    "hub_lag: the service's /metrics every 10 s of the window: lag_s:<worker> is how long "
+    "hub_lag: the service's /metrics every 10 s of the window (at_s: when, into the window; "
+    "a saturated service may answer late or not at all): lag_s:<worker> is how long "
     "after its append that worker read the last event it read (its fan-out's backlog); "
     "positions_shed: positions not fanned out because they were read too late "
     "(O2O_STALE_POSITION_S), summed over workers since the start.",
