@@ -1249,27 +1249,21 @@ def _hub_gauges(url: str) -> dict[str, float]:
     summed over workers (``positions_shed``) from the service's ``/metrics``; {} if the
     scrape fails (the run goes on)."""
     import httpx
+    from prometheus_client.parser import text_string_to_metric_families
 
     try:
         text = httpx.get(f"{url}/metrics", timeout=HUB_SCRAPE_TIMEOUT_S, trust_env=False).text
-    except httpx.HTTPError:
+        families = list(text_string_to_metric_families(text))
+    except (httpx.HTTPError, ValueError):
         return {}
     out: dict[str, float] = {}
     shed = 0.0
-    for line in text.splitlines():
-        name, _, rest = line.partition("{")
-        if name not in ("o2o_hub_lag_seconds", "o2o_hub_positions_shed"):
-            continue
-        labels, _, value = rest.rpartition("} ")
-        worker = labels.partition('worker="')[2].partition('"')[0]
-        try:
-            v = float(value)
-        except ValueError:
-            continue
-        if name == "o2o_hub_lag_seconds":
-            out[f"lag_s:{worker}"] = round(v, 2)
-        else:
-            shed += v
+    for family in families:
+        for sample in family.samples:
+            if sample.name == "o2o_hub_lag_seconds":
+                out[f"lag_s:{sample.labels.get('worker', '')}"] = round(sample.value, 2)
+            elif sample.name == "o2o_hub_positions_shed":
+                shed += sample.value
     if out:
         out["positions_shed"] = shed
     return out

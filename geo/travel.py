@@ -22,6 +22,7 @@ business (:func:`geo.coords.validate_latlon`); here only shape, finiteness and r
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -619,8 +620,7 @@ def path_durations(
     n = len(points)
     if n < 2:
         return []
-    known = isinstance(model, GreatCircleModel | PlanarEuclideanModel)
-    if known and n <= _SCALAR_PATH_MAX and _plain_points(points, model.coords):
+    if n <= _SCALAR_PATH_MAX and _plain_points(points, model.coords):
         if isinstance(model, GreatCircleModel):
             scale = model.detour_factor / model.speed.speed_at(depart_at)
             halves = [_half_angles_scalar(p[0], p[1]) for p in points]
@@ -628,8 +628,7 @@ def path_durations(
         if isinstance(model, PlanarEuclideanModel):
             _check_depart_at(depart_at)
             out = []
-            for i in range(n - 1):
-                a, b = points[i], points[i + 1]
+            for a, b in itertools.pairwise(points):
                 dx, dy = a[0] - b[0], a[1] - b[1]
                 minutes = math.sqrt(dx * dx + dy * dy) / model.meters_per_minute
                 out.append((math.ceil(minutes) if model.round_up_minutes else minutes) * 60.0)
