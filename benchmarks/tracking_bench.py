@@ -85,6 +85,8 @@ M_PER_DEG = 111_320.0
 CITY_RADIUS_M = 5_000.0
 GRACE_S = 2.0
 """Wait after the window for frames in flight (positions are coalesced up to 1 s)."""
+VERIFY_FIRST_FRAME_S = 30.0
+"""How long a replay may take to start on a service still draining its backlog."""
 WARMUP_S = 1.0
 """Least time between the couriers' first posts and the window (duration / 12, <= 5 s)."""
 CONFIRM_BODY = b'{"override_reason":"bench"}'
@@ -828,13 +830,21 @@ class LoadClient:
             async with connect(
                 url, compression=self.compression, proxy=None, ping_interval=None, open_timeout=60
             ) as ws:
-                wait = 5.0
+                # The opening (backlog, then the latest position) is sent in one go: a
+                # first frame that does not come means a service still busy, not an
+                # empty log (counting it as one would make every live status frame look
+                # unexpected); a gap after the first frames ends the replay at what came.
+                first = True
                 while True:
                     try:
-                        text = await asyncio.wait_for(ws.recv(), wait)
+                        text = await asyncio.wait_for(
+                            ws.recv(), VERIFY_FIRST_FRAME_S if first else 1.0
+                        )
                     except TimeoutError:
-                        return ids, cutoff, True
-                    wait = 1.0
+                        if first:
+                            self.k.error("verify_timeout")
+                        return ids, cutoff, not first
+                    first = False
                     f = json.loads(text)
                     kind = f.get("type")
                     fid = f.get("id")

@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from benchmarks.tracking_bench import RunConfig, parse_configs, run
+from benchmarks.tracking_bench import LoadClient, RunConfig, Watcher, parse_configs, run
 
 REQUIRED = {
     "store",
@@ -67,3 +67,60 @@ def test_cli_rejects_bad_configs() -> None:
     register(app)
     out = CliRunner().invoke(app, ["--configs", "memory:3", "--json"])
     assert out.exit_code == 2
+
+
+def _replay_client(port: int) -> tuple[LoadClient, Watcher]:
+    client = LoadClient(
+        {
+            "url": f"http://127.0.0.1:{port}",
+            "secret": "s" * 32,
+            "seed": 1,
+            "couriers": [],
+            "watchers": [[0, 52.5, 13.4, 52.51, 13.41]],
+            "compression": False,
+        }
+    )
+    w = client.watchers[0]
+    w.order_id, w.snapshot_id = "o1", "1-0"
+    return client, w
+
+
+@pytest.mark.parametrize("silent", [True, False])
+def test_replay_that_never_starts_is_not_an_empty_log(
+    silent: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service too busy to start the replay within the limit leaves the order
+    unverified (retried, then counted in neither), instead of reading as "nothing was
+    logged" and turning every live status frame into an unexpected one."""
+    import asyncio
+
+    from websockets.asyncio.server import ServerConnection, serve
+
+    import benchmarks.tracking_bench as tb
+
+    monkeypatch.setattr(tb, "VERIFY_FIRST_FRAME_S", 0.3)
+    opening = [
+        {"type": "status", "id": "2-0", "status": "picked_up"},
+        {"type": "position", "id": "3-0", "lat": 52.5, "lon": 13.4},
+    ]
+
+    async def handler(ws: ServerConnection) -> None:
+        if not silent:
+            for f in opening:
+                await ws.send(json.dumps(f))
+        await asyncio.sleep(2)
+
+    async def main() -> tuple[set[str], str | None, bool, dict[str, int]]:
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            client, w = _replay_client(port)
+            ids, cutoff, ok = await client._verify_once(w)
+            return ids, cutoff, ok, dict(client.k.errors)
+
+    ids, cutoff, ok, errors = asyncio.run(main())
+    if silent:
+        assert (ids, cutoff, ok) == (set(), None, False)
+        assert errors == {"verify_timeout": 1}
+    else:
+        assert (ids, cutoff, ok) == ({"2-0"}, "3-0", True)
+        assert errors == {}
