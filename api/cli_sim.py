@@ -38,13 +38,17 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _check_policy(name: str) -> None:
+def _check_policy(name: str, mode: str) -> None:
     from simulations.policies import PolicyUnavailable, make_policy
+    from simulations.policy import policy_modes
 
     try:
-        make_policy(name)
+        policy = make_policy(name)
     except PolicyUnavailable as e:
         _fail(str(e))
+    modes = policy_modes(policy)
+    if mode in ("mdrp", "free") and mode not in modes:
+        _fail(f"policy {name} runs with --mode {' or '.join(modes)} only")
 
 
 def _check_mode(mode: str) -> Any:
@@ -78,7 +82,8 @@ def simulate(
         str,
         typer.Option(
             help="greedy | bundling | ortools | ortools-prepos (with prepositioning) | "
-            "ortools-updates (with assignment updates) | ortools-prepos-updates"
+            "ortools-updates (with assignment updates) | ortools-prepos-updates | "
+            "dispatcher (the live service's dispatcher; --mode free)"
         ),
     ] = "bundling",
     mode: Annotated[str, typer.Option(help="mdrp (MDRP rules) | free (free routing)")] = "mdrp",
@@ -126,8 +131,8 @@ def simulate(
         scale_city,
     )
 
-    _check_policy(policy)
     sim_mode = _check_mode(mode)
+    _check_policy(policy, sim_mode)
     city = None
     try:
         if scenario is None or (is_city_file(scenario) and scenario.is_file()):
@@ -215,7 +220,7 @@ def bench_mdrp(
 
     policies = policy or ["greedy", "bundling"]
     for p in policies:
-        _check_policy(p)
+        _check_policy(p, mode)
     sim_mode = _check_mode(mode)
     paths = dirs or [DEFAULT_MDRP_DIR]
     if not find_instances(paths):

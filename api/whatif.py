@@ -23,8 +23,9 @@ of the day's orders and couriers.
 **The live dispatcher in the simulator** (policy ``live``): every tick (the settings'
 ``replan_every_s``, at least :data:`MIN_TICK_S`) a :class:`dispatch.Dispatcher` with the
 run's settings is loaded with the simulated city and re-plans it, and its routes are
-applied (free routing mode; the same loop as the simulator's ``ortools`` free mode).
-Solves are capped by a solution limit (:data:`SIM_SOLUTION_LIMIT` unless the settings
+applied (free routing mode; the simulator's ``dispatcher`` policy,
+:mod:`simulations.policies.dispatcher`). Solves are capped by a solution limit
+(:data:`~simulations.policies.dispatcher.SIM_SOLUTION_LIMIT` unless the settings
 set one) so runs repeat. The settings that only change announcements (ETA and delay
 thresholds) or that the simulator models by its own commitment rule
 (``freeze_next_stop``, ``lock_within_s``) do not change the KPIs; the response lists
@@ -93,12 +94,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.app import Caller, Services, Svc, app_services, principal, require
 from api.auth import Principal
 from api.problems import MEDIA_TYPE, Problem, problem_body
-from dispatch.dispatcher import Dispatcher, DispatchSettings
+from dispatch.dispatcher import DispatchSettings
 from dispatch.model import Courier, Order, Place
 from geo.travel import GreatCircleModel, TravelTimeModel
-from simulations.engine import SimView
 from simulations.policies import make_policy, policy_names
-from simulations.policy import BasePolicy, Decision, Policy, reroutes_from_plan
+from simulations.policies.dispatcher import DispatcherPolicy
+from simulations.policy import Policy
 from simulations.report import render_report
 from simulations.run import RunResult, run_scenario
 from simulations.scenarios import CityConfig, Parameters, Scenario, default_city, scale_city
@@ -123,8 +124,6 @@ _REPORTS = ":reports"
 _INDEX = "whatif:index"
 MAX_UNFINISHED = 4
 """Runs running or queued at once; more: 429."""
-SIM_SOLUTION_LIMIT = 30
-"""Solution limit of each simulated re-plan when the settings set none (repeatable)."""
 MIN_TICK_S = 5.0
 """Shortest dispatcher tick simulated (``replan_every_s`` below it is raised to it)."""
 LIVE_POLICY = "live"
@@ -219,55 +218,6 @@ class WhatIfList(BaseModel):
 # -- the live dispatcher as a simulator policy ---------------------------------------------
 
 
-class LiveDispatchPolicy(BasePolicy):
-    """The service's dispatcher (``dispatch.Dispatcher`` with ``settings``) re-planning
-    the simulated city every tick (free routing mode only)."""
-
-    def __init__(self, settings: DispatchSettings) -> None:
-        self.name = LIVE_POLICY
-        self.settings = sim_settings(settings)
-
-    def on_tick(self, now: float, view: SimView) -> Sequence[Decision]:
-        if not view.pending_orders():
-            return []  # nothing new to place: every courier keeps its route
-        states = {c.id: c for c in view.couriers()}
-        if not states:
-            return []
-        couriers = [view.courier_model(cid) for cid in states]
-        committed = {s.order_id for c in states.values() for s in c.committed}
-        orders: list[Order] = []
-        for o in view.open_orders():
-            if o.status != "placed" and o.courier_id not in states:
-                continue  # with a courier off duty: it finishes its queue
-            orders.append(replace(o, locked=True) if o.id in committed else o)
-        d = Dispatcher(view.travel, self.settings, now=now)
-        d.load_snapshot(couriers, orders)
-        d.replan()
-        out: list[Decision] = []
-        for r in reroutes_from_plan(d.plan):
-            state = states.get(r.courier_id)
-            if state is None:
-                continue
-            same = tuple((s.order_id, s.kind) for s in r.stops if s not in state.committed)
-            if same == tuple((s.order_id, s.kind) for s in state.queue):
-                continue
-            if view.project(r).ok:
-                out.append(r)
-        return out
-
-
-def sim_settings(s: DispatchSettings) -> DispatchSettings:
-    """``s`` as the simulator runs it: re-plan on every tick, bounded repeatable solves,
-    the engine's committed leg instead of freezing and locking."""
-    return replace(
-        s,
-        replan_every_s=0.0,
-        solution_limit=s.solution_limit or SIM_SOLUTION_LIMIT,
-        lock_within_s=0.0,
-        freeze_next_stop=False,
-    )
-
-
 def tick_s(s: DispatchSettings) -> float:
     """The simulated dispatcher tick of settings ``s``."""
     return max(float(s.replan_every_s), MIN_TICK_S)
@@ -290,7 +240,7 @@ class WhatIfJob:
 
 
 def _policy(name: str, settings: DispatchSettings) -> Policy:
-    return LiveDispatchPolicy(settings) if name == LIVE_POLICY else make_policy(name)
+    return DispatcherPolicy(settings, LIVE_POLICY) if name == LIVE_POLICY else make_policy(name)
 
 
 def run_whatif(job: WhatIfJob) -> dict[str, Any]:

@@ -11,10 +11,16 @@ Aggregates per policy come two ways:
 - ``unweighted``: plain means over instances (every instance counts the same).
 
 ``courier_pay_total``, ``wall_s``, ``violations`` and ``rejected_decisions`` are sums.
+
+``families`` gives, per policy, unweighted means over the instances of each family of
+the MDRP README's names (``<seed><size><travel><shifts><prep>``: ``seed 0``, ``o100``,
+``r50``, ``t75``, ``s2``, ``p125``, ...; instances named otherwise are left out), so a
+change can be read where it happens (scarce couriers, slower food, ...).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +31,14 @@ from simulations.policy import Mode
 from simulations.run import run_scenario
 from simulations.scenarios import is_mdrp_dir, read_mdrp
 
-__all__ = ["aggregate", "find_instances", "run"]
+__all__ = ["aggregate", "families", "find_instances", "run"]
 
 AVERAGED = ("delivered_share", "c2d_mean", "c2d_p90", "late_share")
+FAMILY_KPIS = (
+    "delivered_share", "c2d_mean", "c2d_p90", "late_share", "overage_mean",
+    "ready_to_pickup_mean", "utilisation", "cost_per_order",
+)  # fmt: skip
+NAME = re.compile(r"^(\d+)(o100|o50|r50)(t100|t75)(s1|s2)(p100|p125)$")
 
 
 def find_instances(paths: Sequence[Path | str]) -> list[Path]:
@@ -83,6 +94,26 @@ def aggregate(records: Sequence[dict[str, Any]], policy: str) -> dict[str, Any]:
     }
 
 
+def families(records: Sequence[dict[str, Any]], policy: str) -> dict[str, dict[str, Any]]:
+    """Per family of instance names, ``instances`` and unweighted means of
+    :data:`FAMILY_KPIS` (module docstring)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        m = NAME.match(str(r["name"]))
+        if r["policy"] != policy or m is None:
+            continue
+        for key in (f"seed {m[1]}", *m.groups()[1:]):
+            groups.setdefault(key, []).append(r)
+    out: dict[str, dict[str, Any]] = {}
+    for key in sorted(groups, key=lambda k: (not k.startswith("seed"), k)):
+        rs = groups[key]
+        row: dict[str, Any] = {"instances": len(rs)}
+        for kpi in FAMILY_KPIS:
+            row[kpi] = _mean([r[kpi] for r in rs if r.get(kpi) is not None])
+        out[key] = row
+    return out
+
+
 def run(
     dirs: Sequence[Path | str],
     policies: Sequence[str] = ("greedy", "bundling"),
@@ -107,4 +138,5 @@ def run(
     return {
         "instances": records,
         "aggregate": {p: aggregate(records, p) for p in policies},
+        "families": {p: families(records, p) for p in policies},
     }

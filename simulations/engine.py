@@ -64,6 +64,7 @@ from simulations.policy import (
     Reposition,
     Reroute,
     StopRef,
+    policy_modes,
 )
 from simulations.scenarios.base import Parameters, Scenario
 
@@ -383,6 +384,11 @@ class Simulator:
     """One run of ``policy`` over ``scenario``; call :meth:`run` once."""
 
     def __init__(self, scenario: Scenario, policy: Policy, config: EngineConfig) -> None:
+        modes = policy_modes(policy)
+        if config.mode not in modes:
+            raise SimulationError(
+                f"policy {policy.name!r} runs in {' or '.join(modes)} mode only, not {config.mode}"
+            )
         self.scenario = scenario
         self.policy = policy
         self.config = config

@@ -83,6 +83,7 @@ __all__ = [
     "Reposition",
     "Reroute",
     "StopRef",
+    "policy_modes",
     "reroutes_from_plan",
 ]
 
@@ -188,6 +189,12 @@ class BasePolicy:
         """Optional hook (mdrp mode): ``courier`` arrived at ``restaurant_id`` for a pickup
         that has not happened yet (the moment for an :class:`AssignmentUpdate`)."""
         return ()
+
+
+def policy_modes(policy: object) -> tuple[Mode, ...]:
+    """The modes ``policy`` can run in: its ``modes`` attribute, else both."""
+    modes: tuple[Mode, ...] = getattr(policy, "modes", ("mdrp", "free"))
+    return modes
 
 
 def reroutes_from_plan(plan: Plan) -> list[Reroute]:

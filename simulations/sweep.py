@@ -42,7 +42,7 @@ import numpy as np
 from dispatch.model import Courier, Order, Place
 from simulations.parallel import map_in_order
 from simulations.policies import PolicyUnavailable, make_policy
-from simulations.policy import Mode
+from simulations.policy import Mode, policy_modes
 from simulations.report import (
     CSS,
     INK,
@@ -215,9 +215,11 @@ class SweepGrid:
             raise SweepError(f"mode: must be mdrp or free, got {self.mode!r}")
         for name in self.policy:
             try:
-                make_policy(name)
+                modes = policy_modes(make_policy(name))
             except PolicyUnavailable as e:
                 raise SweepError(f"policy: {e.args[0] if e.args else e}") from None
+            if self.mode not in modes:
+                raise SweepError(f"policy: {name} runs in {' or '.join(modes)} mode only")
 
     @classmethod
     def parse(

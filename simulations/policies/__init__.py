@@ -3,12 +3,14 @@
 ``greedy`` (one order at a time to the nearest idle courier, the floor), ``bundling``
 (per-restaurant bundles to the courier who can be there first) and ``ortools``
 (:mod:`simulations.policies.ortools`: CP-SAT bundle matching with delayed commitment in
-mdrp mode, the OR-Tools routing dispatcher in free mode) ship here. ``ortools-prepos`` is
+mdrp mode, the same with chained pickups in free mode) ship here. ``ortools-prepos`` is
 ``ortools`` with prepositioning (the published MDRP variant: surplus idle couriers sent
 to wait near recent demand); ``ortools-updates`` is ``ortools`` with assignment updates
 (the other published variant: pending orders of a restaurant added to the bundle of a
-courier who is there for a pickup) and ``ortools-prepos-updates`` has both. They are
-registered through lazy factories, so OR-Tools is only imported when it is used.
+courier who is there for a pickup) and ``ortools-prepos-updates`` has both.
+``dispatcher`` (free mode only) is the live service's routing dispatcher
+(:mod:`simulations.policies.dispatcher`). They are registered through lazy factories, so
+OR-Tools is only imported when it is used.
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ def _ortools() -> Policy:
     return OrToolsPolicy()
 
 
+def _dispatcher() -> Policy:
+    from simulations.policies.dispatcher import DispatcherPolicy
+
+    return DispatcherPolicy()
+
+
 def _ortools_prepos() -> Policy:
     from simulations.policies.ortools import OrToolsPolicy
 
@@ -67,6 +75,7 @@ _REGISTRY: dict[str, PolicyFactory] = {
     "ortools-prepos": _ortools_prepos,
     "ortools-updates": _ortools_updates,
     "ortools-prepos-updates": _ortools_prepos_updates,
+    "dispatcher": _dispatcher,
 }
 
 

@@ -84,10 +84,21 @@
    commitment a courier rarely finds an unassigned order of its restaurant that is
    ready by its pickup: the matching has bundled what was known when it was sent.)
 
-**Free mode**: a :class:`dispatch.Dispatcher` (OR-Tools routing, pickups of several
-restaurants chained) is fed the day as the engine reports it (orders placed, picked up,
-delivered; courier positions and what they carry) and its plan is returned every tick as
-:class:`~simulations.policy.Reroute` s.
+**Free mode** (couriers may chain pickups of several restaurants): the same matching,
+whose candidates also hold *chains* when couriers are scarcest (target bundle size of at
+least ``chain_min_size``): an order of one restaurant and one of another at most
+``chain_radius_s`` away, picked up in that order (:func:`chain_bundles`), given to the
+courier as a :class:`~simulations.policy.Reroute` (its queue, then the chain); everything
+else is an :class:`Assignment` as in mdrp mode. Why only then: every restaurant visit
+costs the pickup service time (4 minutes in the MDRP instances), so the first order of a
+chain is delivered at least that much later than alone. On 12 development instances
+(seeds 0, 4, 6) chains whenever bundles were allowed (target size 2) made the mean
+click-to-door worse, 31.96 -> 32.17 min (capping a chain's extra click-to-door at 10 or
+15 minutes: 32.01, 32.07); from size 3 on they changed one instance, the scarcest
+(4r50t100s2p125: 39.98 -> 39.87), and left the rest as in mdrp mode. (The former free
+mode re-planned the city with the routing :class:`dispatch.Dispatcher` every tick: on
+0o50t75s1p100 33.31 min against 27.64 in mdrp mode, in 99 s instead of 3 s. The live
+service's dispatcher stays available to what-if runs in ``api.whatif``.)
 
 Everything is deterministic: no wall clock, no unseeded randomness, CP-SAT with one
 worker and a deterministic time limit.
@@ -99,16 +110,24 @@ import bisect
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from ortools.sat.python import cp_model
 
 from dispatch.model import Order
 from simulations.engine import CourierState, SimView
-from simulations.policy import Assignment, AssignmentUpdate, BasePolicy, Decision, Reposition
+from simulations.policy import (
+    Assignment,
+    AssignmentUpdate,
+    BasePolicy,
+    Decision,
+    Reposition,
+    Reroute,
+    StopRef,
+)
 
-__all__ = ["Bundle", "OrToolsPolicy", "candidate_bundles"]
+__all__ = ["Bundle", "OrToolsPolicy", "candidate_bundles", "chain_bundles"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +138,11 @@ class Bundle:
     ``end_offset``: when the courier is free again, minus the pickup time; ``ideal``: sum
     of the orders' ideal drop-off times; ``placed``: placement times; ``drive``: seconds
     driven after the pickup.
+
+    A free-mode *chain* (``chain`` not empty: ``(restaurant, order ids)`` per pickup, in
+    visiting order) starts at ``restaurant``, the first of them; its ``ready`` is then
+    the first pickup time from which no later pickup waits for food, and ``offsets`` are
+    relative to that first pickup.
     """
 
     restaurant: str
@@ -129,6 +153,7 @@ class Bundle:
     ideal: float
     placed: tuple[float, ...]
     drive: float
+    chain: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def candidate_bundles(
@@ -190,6 +215,76 @@ def candidate_bundles(
     return out
 
 
+def chain_bundles(
+    view: SimView,
+    by_rest: dict[str, list[Order]],
+    window_s: float,
+    radius_s: float,
+    head: int = 4,
+    now: float = 0.0,
+) -> list[Bundle]:
+    """Free mode: two orders of two restaurants at most ``radius_s`` apart, picked up one
+    after the other (each way round) and dropped off in the better order, for pairs whose
+    ready times (``now`` for food that is ready already) lie within ``window_s``; only the
+    ``head`` earliest ready orders of each restaurant take part.
+
+    The first pickup is timed so that the courier never waits at the second restaurant
+    (``Bundle.ready``); the engine picks up the first order as soon as it can and waits at
+    the second instead, which makes no drop-off later than the bundle says.
+    """
+    hp = view.params.pickup_service_s / 2.0
+    hd = view.params.dropoff_service_s / 2.0
+    rids = sorted(by_rest)
+    if len(rids) < 2:
+        return []
+    heads = {
+        r: sorted(by_rest[r], key=lambda o: (o.ready_at, o.placed_at, o.id))[:head] for r in rids
+    }
+    pool = [o for r in rids for o in heads[r]]
+    at = {o.id: len(rids) + k for k, o in enumerate(pool)}  # drop-off rows of t
+    places = [*(view.restaurant(r) for r in rids), *(o.dropoff for o in pool)]
+    t = view.travel_s(places, places)
+    out: list[Bundle] = []
+    n = len(rids)
+    near = t[:n, :n] <= radius_s
+    np.fill_diagonal(near, False)
+    for i, j in zip(*np.nonzero(near), strict=True):
+        gap = float(t[i, j])
+        p2 = 2 * hp + gap  # second pickup, relative to the first
+        for o1 in heads[rids[i]]:
+            for o2 in heads[rids[j]]:
+                if abs(max(now, o1.ready_at) - max(now, o2.ready_at)) > window_s:
+                    continue
+                d1, d2 = at[o1.id], at[o2.id]
+                # drop-offs in the better order: first o1 (a) or first o2 (b)
+                a1 = p2 + hp + t[j, d1] + hd
+                b1 = p2 + hp + t[j, d2] + hd
+                b2 = b1 + hd + t[d2, d1] + hd
+                a2 = a1 + hd + t[d1, d2] + hd
+                if a1 + a2 <= b1 + b2 + 1e-9:
+                    seq, offs = (o1, o2), [a1, a2]
+                    drive = gap + t[j, d1] + t[d1, d2]
+                else:
+                    seq, offs = (o2, o1), [b1, b2]
+                    drive = gap + t[j, d2] + t[d2, d1]
+                ideal = o1.ready_at + t[i, d1] + o2.ready_at + t[j, d2] + 2 * (hp + hd)
+                ready = max(o1.ready_at, o2.ready_at - p2)
+                out.append(
+                    Bundle(
+                        rids[i],
+                        (seq[0].id, seq[1].id),
+                        ready,
+                        (float(offs[0]), float(offs[1])),
+                        float(offs[1] + hd),
+                        float(ideal),
+                        (seq[0].placed_at, seq[1].placed_at),
+                        float(drive),
+                        ((rids[i], (o1.id,)), (rids[j], (o2.id,))),
+                    )
+                )
+    return out
+
+
 @dataclass
 class OrToolsPolicy(BasePolicy):
     """See the module docstring. Times in seconds."""
@@ -207,8 +302,9 @@ class OrToolsPolicy(BasePolicy):
     reward_s: float = 7200.0
     solver_deterministic_time: float = 2.0
     tick_s: float = 60.0
-    free_solution_limit: int = 30
-    free_time_limit_s: float = 2.0
+    chain_radius_s: float = 300.0
+    chain_head: int = 4
+    chain_min_size: int = 3
     preposition: bool = False
     prepos_window_s: float = 1800.0
     prepos_radius_s: float = 300.0
@@ -224,15 +320,11 @@ class OrToolsPolicy(BasePolicy):
     update_on_tick: bool = True
     name: str = "ortools"
     _last_tick: float | None = field(default=None, init=False, repr=False)
-    _free: FreeRouting | None = field(default=None, init=False, repr=False)
     _placed: list[tuple[float, str]] = field(default_factory=list, init=False, repr=False)
 
     def start(self, view: SimView) -> None:
         self._last_tick = None
-        self._free = None
         self._placed = []
-        if view.mode == "free":
-            self._free = FreeRouting(self.free_solution_limit, self.free_time_limit_s)
 
     # ------------------------------------------------------------------ mdrp
 
@@ -249,8 +341,6 @@ class OrToolsPolicy(BasePolicy):
 
     def on_tick(self, now: float, view: SimView) -> Sequence[Decision]:
         tick = self._tick_length(now)
-        if self._free is not None:
-            return self._free.on_tick(now, view)
         used: set[str] = set()
         out: list[Decision] = []
         taken: set[str] = set()  # orders added to bundles this tick: not pending any more
@@ -287,6 +377,13 @@ class OrToolsPolicy(BasePolicy):
             bundles.extend(
                 candidate_bundles(view, rid, by_rest[rid], size, self.bundle_window_s, now=now)
             )
+        if view.mode == "free" and size >= self.chain_min_size and self.chain_radius_s > 0:
+            bundles.extend(
+                chain_bundles(
+                    view, by_rest, self.bundle_window_s, self.chain_radius_s, self.chain_head,
+                    now=now,
+                )
+            )  # fmt: skip
         rids = sorted(by_rest)
         col = {r: j for j, r in enumerate(rids)}
         travel = view.travel_s([c.free_place for c in couriers], [view.restaurant(r) for r in rids])
@@ -323,10 +420,19 @@ class OrToolsPolicy(BasePolicy):
             leg = float(travel[c_i, col[b.restaurant]])
             if not self._commit_now(now, tick, b, float(t0[c_i]), leg, hp):
                 continue
-            a = Assignment(c.id, b.restaurant, b.order_ids)
-            if view.project(a).ok:
-                out.append(a)
+            d = self._decision(c, b)
+            if view.project(d).ok:
+                out.append(d)
         return out
+
+    @staticmethod
+    def _decision(c: CourierState, b: Bundle) -> Assignment | Reroute:
+        """An assignment; a chain (free mode) is a reroute: the courier's queue, then it."""
+        if not b.chain:
+            return Assignment(c.id, b.restaurant, b.order_ids)
+        picks = [StopRef(oid, "pickup") for _, ids in b.chain for oid in ids]
+        drops = [StopRef(oid, "dropoff") for oid in b.order_ids]
+        return Reroute(c.id, (*c.queue, *picks, *drops))
 
     def on_courier_arrived(
         self, now: float, courier: CourierState, restaurant_id: str, view: SimView
@@ -522,64 +628,3 @@ class OrToolsPolicy(BasePolicy):
         # most urgent first, so the engine sees them in a stable order
         chosen.sort(key=lambda p: (bundles[p[1]].ready, bundles[p[1]].order_ids))
         return chosen
-
-
-class FreeRouting:
-    """Free mode: the OR-Tools routing :class:`dispatch.Dispatcher` re-plans the city.
-
-    Every tick a dispatcher is loaded with the engine's state as the view reports it
-    (``load_snapshot``: couriers on duty at their current positions with what they carry,
-    open orders with their couriers; orders in a courier's committed leg are locked to
-    it), re-optimised once (``replan``, warm-started from the snapshot's plan, seeded,
-    with a solution limit so runs repeat) and its routes are returned as reroutes. Couriers
-    off duty keep their queues. Solve latency is not simulated (decisions take effect at
-    ``now``).
-    """
-
-    def __init__(self, solution_limit: int, time_limit_s: float) -> None:
-        self.solution_limit = solution_limit
-        self.time_limit_s = time_limit_s
-
-    def on_tick(self, now: float, view: SimView) -> list[Decision]:
-        from dispatch.dispatcher import Dispatcher, DispatchSettings
-        from simulations.policy import reroutes_from_plan
-
-        if not view.pending_orders():
-            return []  # nothing new to place: every courier keeps its route
-        states = {c.id: c for c in view.couriers()}
-        if not states:
-            return []
-        couriers = [view.courier_model(cid) for cid in states]
-        committed = {s.order_id: cid for cid, c in states.items() for s in c.committed}
-        orders: list[Order] = []
-        for o in view.open_orders():
-            if o.status != "placed" and o.courier_id not in states:
-                continue  # with a courier off duty: it finishes its queue
-            if o.id in committed:
-                o = replace(o, locked=True)
-            orders.append(o)
-        d = Dispatcher(
-            view.travel,
-            DispatchSettings(
-                replan_every_s=0.0,
-                solve_time_limit_s=self.time_limit_s,
-                solution_limit=self.solution_limit,
-                seed=0,
-                lock_within_s=0.0,
-                freeze_next_stop=False,
-            ),
-            now=now,
-        )
-        d.load_snapshot(couriers, orders)
-        d.replan()
-        out: list[Decision] = []
-        for r in reroutes_from_plan(d.plan):
-            state = states.get(r.courier_id)
-            if state is None:
-                continue
-            same = tuple((s.order_id, s.kind) for s in r.stops if s not in state.committed)
-            if same == tuple((s.order_id, s.kind) for s in state.queue):
-                continue  # unchanged
-            if view.project(r).ok:
-                out.append(r)
-        return out

@@ -40,6 +40,8 @@ def test_simulate_errors() -> None:
     assert r.exit_code == 2 and "unknown policy" in r.stderr
     r = runner.invoke(app, ["simulate", str(TINY.parent), "--policy", "greedy"])
     assert r.exit_code == 2 and "not a known scenario" in r.stderr
+    r = runner.invoke(app, ["simulate", str(TINY), "--policy", "dispatcher"])
+    assert r.exit_code == 2 and "--mode free only" in r.stderr
 
 
 def test_bench_mdrp_json() -> None:
@@ -63,3 +65,24 @@ def test_bench_in_parallel_gives_the_same_records() -> None:
     assert strip == [
         {k: v for k, v in rec.items() if k != "wall_s"} for rec in parallel["instances"]
     ]
+
+
+def test_families_average_instances_by_name_parts() -> None:
+    from benchmarks.mdrp_bench import FAMILY_KPIS, families
+
+    def rec(name: str, c2d: float, policy: str = "ortools") -> dict[str, object]:
+        return {"name": name, "policy": policy, "c2d_mean": c2d, "cost_per_order": None}
+
+    records = [
+        rec("0o100t75s1p100", 30.0),
+        rec("0o50t75s2p125", 34.0),
+        rec("4o100t100s1p100", 40.0),
+        rec("4o100t100s1p100", 99.0, policy="greedy"),
+        rec("tiny", 10.0),
+    ]
+    fam = families(records, "ortools")
+    assert list(fam)[:2] == ["seed 0", "seed 4"]
+    assert fam["seed 0"]["c2d_mean"] == 32.0 and fam["seed 0"]["instances"] == 2
+    assert fam["o100"]["c2d_mean"] == 35.0 and fam["t75"]["c2d_mean"] == 32.0
+    assert fam["p125"] == {**dict.fromkeys(FAMILY_KPIS), "instances": 1, "c2d_mean": 34.0}
+    assert sum(f["instances"] for k, f in fam.items() if k.startswith("seed")) == 3

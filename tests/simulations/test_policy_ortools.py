@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from simulations.policies import make_policy
 from simulations.policies.ortools import OrToolsPolicy
 from simulations.run import run_scenario
@@ -130,3 +132,49 @@ def test_default_settings_charge_waiting(tmp_path: Path) -> None:
     assert isinstance(policy, OrToolsPolicy) and policy.wait_weight > 0
     r = run_scenario(_urgent_and_future(tmp_path), policy, strict=True)
     assert {o.order: o.pickup_time for o in r.solution.orders} == {"o2": 8, "o1": 28}
+
+
+def _two_restaurants(tmp_path: Path) -> Scenario:
+    """One courier; o1 at r1 and o2 at r2 (2 minutes apart), both ready at minute 10,
+    doors 10 minutes away and 2 minutes from each other."""
+    return _instance(
+        tmp_path,
+        "r1\t0\t0\nr2\t200\t0\n",
+        "o1\t0\t1000\t0\tr1\t10\no2\t200\t1000\t0\tr2\t10\n",
+        "c1\t0\t0\t0\t180\n",
+    )
+
+
+def test_free_mode_chains_pickups_of_two_restaurants(tmp_path: Path) -> None:
+    """With chains allowed, the courier picks up at one restaurant (10) and at the other
+    (16), then drops both off (30 and 36; one after the other: 24 and about 50)."""
+    sc = _two_restaurants(tmp_path)
+    policy = OrToolsPolicy(chain_min_size=2)
+    free = run_scenario(sc, policy, mode="free", strict=True)
+    assert free.violations == [] and free.kpis["rejected_decisions"] == 0
+    rows = {o.order: o for o in free.solution.orders}
+    assert sorted(o.pickup_time for o in rows.values()) == [10, 16]
+    assert sorted(o.dropoff_time for o in rows.values()) == [30, 36]
+    mdrp = run_scenario(sc, OrToolsPolicy(chain_min_size=2), mode="mdrp", strict=True)
+    assert mdrp.violations == []
+    assert float(free.kpis["c2d_mean"] or 0) < float(mdrp.kpis["c2d_mean"] or 0)
+
+
+def test_chains_only_when_couriers_are_scarcest(tmp_path: Path) -> None:
+    """By default (``chain_min_size`` 3) two orders for one courier are not chained: free
+    mode then decides as mdrp mode does."""
+    sc = _two_restaurants(tmp_path)
+    free = run_scenario(sc, "ortools", mode="free", strict=True)
+    mdrp = run_scenario(sc, "ortools", mode="mdrp", strict=True)
+    times = [(o.order, o.pickup_time, o.dropoff_time) for o in free.solution.orders]
+    assert times == [(o.order, o.pickup_time, o.dropoff_time) for o in mdrp.solution.orders]
+
+
+def test_dispatcher_policy_is_free_mode_only(tmp_path: Path) -> None:
+    from simulations.engine import SimulationError
+
+    sc = _two_restaurants(tmp_path)
+    r = run_scenario(sc, "dispatcher", mode="free", strict=True)
+    assert r.violations == [] and r.kpis["delivered"] == 2
+    with pytest.raises(SimulationError, match="free mode only"):
+        run_scenario(sc, "dispatcher", mode="mdrp")
