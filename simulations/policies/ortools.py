@@ -97,8 +97,9 @@ click-to-door worse, 31.96 -> 32.17 min (capping a chain's extra click-to-door a
 15 minutes: 32.01, 32.07); from size 3 on they changed one instance, the scarcest
 (4r50t100s2p125: 39.98 -> 39.87), and left the rest as in mdrp mode. (The former free
 mode re-planned the city with the routing :class:`dispatch.Dispatcher` every tick: on
-0o50t75s1p100 33.31 min against 27.64 in mdrp mode, in 99 s instead of 3 s. The live
-service's dispatcher stays available to what-if runs in ``api.whatif``.)
+0o50t75s1p100 33.31 min against 27.64 in mdrp mode, in 99 s instead of 3 s; it is the
+``dispatcher`` policy now, :mod:`simulations.policies.dispatcher`.) Over all 120
+instances free mode gains 0.01 min (docs/benchmarks.md, per instance family).
 
 Everything is deterministic: no wall clock, no unseeded randomness, CP-SAT with one
 worker and a deterministic time limit.
