@@ -29,8 +29,8 @@ read back from the service's event log: every watcher reconnects with
 ``?last_event_id=`` set to the id of its first snapshot, and the service replays every
 status event of that order since (:func:`tracking.channels.read_backlog`, the durable
 log, not the live fan-out). ``status_received`` counts the distinct status frames the
-live connections got up to the same point; they must be equal (``status_lost`` lists the
-difference).
+live connections got up to the same point; they must be equal (``status_lost`` counts
+the difference, ``status_mismatches`` shows up to 5 orders where they differ).
 
 ``errors`` counts everything that went wrong on the wire: non-2xx answers to
 observations, orders and shifts, HTTP and websocket connection failures, websocket
@@ -85,6 +85,8 @@ M_PER_DEG = 111_320.0
 CITY_RADIUS_M = 5_000.0
 GRACE_S = 2.0
 """Wait after the window for frames in flight (positions are coalesced up to 1 s)."""
+MISMATCH_SAMPLES = 5
+"""Orders whose live and logged status events differ, shown in the result (diagnosis)."""
 VERIFY_FIRST_FRAME_S = 30.0
 """How long a replay may take to start on a service still draining its backlog."""
 WARMUP_S = 1.0
@@ -572,7 +574,8 @@ class Watcher:
     open: bool = True
     snapshot_id: str | None = None
     last_id: str | None = None
-    status_ids: set[str] = field(default_factory=set)
+    status_ids: dict[str, str] = field(default_factory=dict)
+    """Status frames received live: event id -> status."""
     ws: Any = None
     connected: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -738,7 +741,7 @@ class LoadClient:
                 self.k.latency_at_s.append(round(now - self.t0, 2))
         elif kind == "status":
             if isinstance(fid, str):
-                w.status_ids.add(fid)
+                w.status_ids[fid] = str(f.get("status"))
             order = f.get("order") or {}
             w.open = f.get("status") in ("placed", "assigned", "picked_up")
             w.courier_id = order.get("courier_id") if w.open else None
@@ -821,7 +824,6 @@ class LoadClient:
         from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
         ids: set[str] = set()
-        cutoff: str | None = None
         url = (
             f"{self.ws_base}/v1/orders/{w.order_id}/track?token={w.token}"
             f"&last_event_id={w.snapshot_id}"
@@ -833,8 +835,11 @@ class LoadClient:
                 # The opening (backlog, then the latest position) is sent in one go: a
                 # first frame that does not come means a service still busy, not an
                 # empty log (counting it as one would make every live status frame look
-                # unexpected); a gap after the first frames ends the replay at what came.
+                # unexpected). A gap after the first frames ends the replay at the last
+                # id it reached (any frame's: route, eta and delay frames come in id
+                # order with the statuses), not at the last status, which may be none.
                 first = True
+                reached = w.snapshot_id
                 while True:
                     try:
                         text = await asyncio.wait_for(
@@ -843,28 +848,30 @@ class LoadClient:
                     except TimeoutError:
                         if first:
                             self.k.error("verify_timeout")
-                        return ids, cutoff, not first
+                            return ids, None, False
+                        return ids, reached, True
                     first = False
                     f = json.loads(text)
                     kind = f.get("type")
                     fid = f.get("id")
+                    if isinstance(fid, str) and (reached is None or _key(fid) > _key(reached)):
+                        reached = fid
                     if kind == "status" and isinstance(fid, str):
                         ids.add(fid)
-                        cutoff = fid
                         if f.get("status") in ("delivered", "cancelled"):
                             return ids, None, True
                     elif kind == "position" and isinstance(fid, str):
                         return ids, fid, True  # the last frame of a resume's opening
                     elif kind in ("snapshot", "error"):
                         self.k.error(f"verify_{kind}")
-                        return ids, cutoff, False
+                        return ids, reached, False
         except ConnectionRefusedError:
             self.service_down = True  # nothing listens any more: no point retrying
             self.k.error("verify_refused")
-            return ids, cutoff, False
+            return ids, None, False
         except (ConnectionClosed, OSError, TimeoutError, InvalidHandshake):
             self.k.error("verify_connection")
-            return ids, cutoff, False
+            return ids, None, False
 
     # -- confirmations ----------------------------------------------------------------
     async def deliver(self, w: Watcher, at: float) -> None:
@@ -976,6 +983,7 @@ class LoadClient:
         await asyncio.gather(*watch_tasks, return_exceptions=True)
         self.pool.close()
         sent = received = lost = unexpected = unverified = 0
+        mismatches: list[dict[str, Any]] = []
         for w in watched:
             if w.snapshot_id is None:
                 unverified += 1
@@ -990,6 +998,17 @@ class LoadClient:
             received += len(live)
             lost += len(logged - live)
             unexpected += len(live - logged)
+            if live != logged and len(mismatches) < MISMATCH_SAMPLES:
+                mismatches.append(
+                    {
+                        "order": w.order_id,
+                        "snapshot_id": w.snapshot_id,
+                        "cutoff": cutoff,
+                        "live_only": {i: w.status_ids[i] for i in sorted(live - logged)},
+                        "log_only": sorted(logged - live),
+                        "live": dict(sorted(w.status_ids.items())),
+                    }
+                )
         emit(
             {
                 "result": {
@@ -1007,6 +1026,7 @@ class LoadClient:
                     "status_received": received,
                     "status_lost": lost,
                     "status_unexpected": unexpected,
+                    "status_mismatches": mismatches,
                     "unverified": unverified,
                     "watchers": len(watched),
                     "following": following,
@@ -1360,6 +1380,9 @@ def _summarise(
         "open_orders_at_start": open_orders,
         "status_lost": total("status_lost"),
         "status_unexpected": total("status_unexpected"),
+        "status_mismatches": [m for r in results for m in r.get("status_mismatches", [])][
+            :MISMATCH_SAMPLES
+        ],
         "status_unverified": total("unverified"),
         "confirmations": dict(sorted(confirm.items())),
         "error_kinds": dict(sorted(errors.items())),
@@ -1385,7 +1408,9 @@ NOTES = [
     "which can hold a fix back by up to that interval.",
     "status_sent: status events in the service's event log for the watched orders since "
     "each customer's first snapshot (replayed through ?last_event_id=); status_received: "
-    "distinct status frames the live connections got.",
+    "distinct status frames the live connections got, up to the id the replay read; "
+    "status_lost / status_unexpected: in the log only / live only; status_mismatches: "
+    "up to 5 such orders in detail; status_unverified: orders whose replay failed.",
     "hub_lag: the service's /metrics every 10 s of the window (at_s: when, into the window; "
     "a saturated service may answer late or not at all): lag_s:<worker> is how long "
     "after its append that worker read the last event it read (its fan-out's backlog); "
