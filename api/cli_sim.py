@@ -273,7 +273,7 @@ def sweep(
         str,
         typer.Option(
             help="policies, comma-separated: greedy | bundling | ortools | ortools-prepos | "
-            "ortools-updates | ortools-prepos-updates"
+            "ortools-updates | ortools-prepos-updates | dispatcher (--mode free)"
         ),
     ] = "bundling",
     seeds: Annotated[
