@@ -530,6 +530,8 @@ class Counters:
     post_ms: list[float] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     latency_at_s: list[float] = field(default_factory=list)
+    to_log_ms: list[float] = field(default_factory=list)
+    """Per latency sample, the part before the event log: its id's time minus ``t``."""
     """When each latency sample was taken, seconds into the window."""
     positions: int = 0
     foreign_positions: int = 0
@@ -739,6 +741,8 @@ class LoadClient:
             elif self.t0 <= now <= self.t1:
                 self.k.latencies_ms.append(round((now - float(f["t"])) * 1000, 2))
                 self.k.latency_at_s.append(round(now - self.t0, 2))
+                appended_ms = _key(fid)[0] if isinstance(fid, str) else now * 1000
+                self.k.to_log_ms.append(round(appended_ms - float(f["t"]) * 1000, 2))
         elif kind == "status":
             if isinstance(fid, str):
                 w.status_ids[fid] = str(f.get("status"))
@@ -1019,6 +1023,7 @@ class LoadClient:
                     "post_ms": self.k.post_ms,
                     "latencies_ms": self.k.latencies_ms,
                     "latency_at_s": self.k.latency_at_s,
+                    "to_log_ms": self.k.to_log_ms,
                     "positions": self.k.positions,
                     "foreign_positions": self.k.foreign_positions,
                     "confirm": dict(self.k.confirm),
@@ -1323,23 +1328,40 @@ def _summarise(
     confirm: Counter[str] = Counter()
     lat: list[float] = []
     post: list[float] = []
+    to_log: list[float] = []
+    from_log: list[float] = []
     slices = max(1, min(6, math.ceil(duration_s / 10)))
     width = duration_s / slices
     by_slice: list[list[float]] = [[] for _ in range(slices)]
+    log_by_slice: list[list[float]] = [[] for _ in range(slices)]
     for r in results:
         errors.update(r["errors"])
         confirm.update(r["confirm"])
         lat += r["latencies_ms"]
         post += r["post_ms"]
-        for ms, at in zip(r["latencies_ms"], r["latency_at_s"], strict=True):
-            by_slice[max(0, min(slices - 1, int(at / width)))].append(ms)
+        parts = r.get("to_log_ms") or [math.nan] * len(r["latencies_ms"])
+        for ms, at, before in zip(r["latencies_ms"], r["latency_at_s"], parts, strict=True):
+            i = max(0, min(slices - 1, int(at / width)))
+            by_slice[i].append(ms)
+            if math.isfinite(before):
+                to_log.append(before)
+                from_log.append(ms - before)
+                log_by_slice[i].append(ms - before)
     lat.sort()
     post.sort()
+    to_log.sort()
+    from_log.sort()
     timeline = []
     for i, values in enumerate(by_slice):
         values.sort()
+        log_by_slice[i].sort()
         timeline.append(
-            {"from_s": round(i * width, 1), "p50": _pct(values, 50), "p99": _pct(values, 99)}
+            {
+                "from_s": round(i * width, 1),
+                "p50": _pct(values, 50),
+                "p99": _pct(values, 99),
+                "from_log_p99": _pct(log_by_slice[i], 99),
+            }
         )
 
     def total(key: str) -> int:
@@ -1373,6 +1395,10 @@ def _summarise(
             "samples": len(lat),
         },
         "latency_timeline_ms": timeline,
+        "latency_split_ms": {
+            "to_log": {"p50": _pct(to_log, 50), "p99": _pct(to_log, 99)},
+            "from_log": {"p50": _pct(from_log, 50), "p99": _pct(from_log, 99)},
+        },
         "positions_received": total("positions"),
         "foreign_positions": total("foreign_positions"),
         "watchers_connected": sum(int(r["connected"]) for r in ready),
@@ -1406,6 +1432,10 @@ NOTES = [
     "frame, receive wall time minus t, only positions of the order's own courier. The "
     "service coalesces positions to one frame per position_interval_s per subscriber, "
     "which can hold a fix back by up to that interval.",
+    "latency_split_ms: each latency sample cut at the event's id (the time the log "
+    "appended it): to_log is the observation's way in (client queue, HTTP, fusion, the "
+    "store's write), from_log its way out (hub read, fan-out, websocket, client). "
+    "latency_timeline_ms[].from_log_p99 is the second part per 10 s of the window.",
     "status_sent: status events in the service's event log for the watched orders since "
     "each customer's first snapshot (replayed through ?last_event_id=); status_received: "
     "distinct status frames the live connections got, up to the id the replay read; "

@@ -52,6 +52,10 @@ def test_tracking_bench_smoke() -> None:
         assert r["foreign_positions"] == 0
         p50, p99 = r["latency_ms"]["p50"], r["latency_ms"]["p99"]
         assert p50 is not None and p99 is not None and 0 < p50 <= p99
+        # cut at the log's append time: both parts are real durations within the whole
+        split = r["latency_split_ms"]
+        assert -5 <= split["to_log"]["p50"] <= p99 and 0 <= split["from_log"]["p50"] <= p99
+        assert r["status_mismatches"] == []
         # the service's own view of its fan-out: one lag per worker, nothing shed
         (last, *_) = r["hub_lag"][::-1]
         assert len([k for k in last if k.startswith("lag_s:")]) == r["workers"]
