@@ -26,7 +26,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypeGuard, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -606,9 +606,12 @@ def to_int_matrix(matrix: npt.ArrayLike, scale: float = 1.0) -> IntMatrix:
 
 
 def path_durations(
-    model: TravelTimeModel, points: Sequence[Sequence[float]], depart_at: float | None = None
+    model: TravelTimeModel,
+    points: Sequence[Sequence[float]] | Sequence[int],
+    depart_at: float | None = None,
 ) -> list[float]:
-    """Seconds of each leg between consecutive ``points`` (``len(points) - 1`` values).
+    """Seconds of each leg between consecutive ``points`` (``len(points) - 1`` values),
+    points as the model takes them (coordinate pairs; indices for a :class:`MatrixModel`).
 
     A courier's route is re-timed on every position fix: a handful of legs, where the
     diagonal of a full matrix costs (n - 1)^2 pairs and a few dozen numpy calls (about
@@ -642,7 +645,9 @@ _SCALAR_PATH_MAX = 24
 """Up to this many points the plain-float path beats numpy's per-call overhead."""
 
 
-def _plain_points(points: Sequence[Sequence[float]], coords: Coords) -> bool:
+def _plain_points(
+    points: Sequence[Sequence[float]] | Sequence[int], coords: Coords
+) -> TypeGuard[Sequence[Sequence[float]]]:
     """Every point a pair of finite floats in range (else the matrix path says why)."""
     for p in points:
         if not isinstance(p, tuple | list) or len(p) != 2:

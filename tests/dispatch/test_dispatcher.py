@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from dispatch.dispatcher import (
@@ -35,7 +37,7 @@ def order(
     ready: float = 0.0,
     promise: float = 3_000.0,
     placed: float = 0.0,
-    **kw: object,
+    **kw: Any,
 ) -> Order:
     return Order(
         oid,
@@ -45,7 +47,7 @@ def order(
         ready_at=ready,
         promised_by=promise,
         **kw,
-    )  # type: ignore[arg-type]
+    )
 
 
 def make(*couriers: Courier, **settings: object) -> Dispatcher:

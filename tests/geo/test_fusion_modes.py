@@ -14,7 +14,7 @@ import numpy as np
 from geo.coords import LocalFrame, haversine_m
 from geo.estimate import R68_PER_SIGMA, Estimate, PositionFix, sigma_from_r68
 from geo.fusion import FusionConfig, FusionEngine
-from geo.observations import BeaconSighting, GpsFix, Observation, Reading, WifiScan
+from geo.observations import BeaconSighting, GpsFix, Kind, Observation, Reading, WifiScan
 from geo.registry import Beacon, Registry
 from geo.sources.base import Unlocatable
 from geo.synthetic import make_world, simulate_day
@@ -35,7 +35,7 @@ def error_m(est: Estimate, x: float, y: float) -> float:
 class ScriptedWifi:
     """A stand-in Wi-Fi source: the fix for each scan time is given in advance."""
 
-    kind = "wifi"
+    kind: Kind = "wifi"
 
     def __init__(self, fixes: dict[float, tuple[float, float, float]]) -> None:
         self.fixes = fixes
@@ -261,4 +261,4 @@ def test_walking_away_from_a_counter_widens_the_radius_to_the_beacon_ring() -> N
         assert fix.range_m is not None
         if fix.range_m > engine.config.proximity_m:
             assert r.radius68 >= fix.radius68
-    assert r.radius68 > 3 * at_counter.radius68
+    assert isinstance(r, Estimate) and r.radius68 > 3 * at_counter.radius68
