@@ -47,7 +47,7 @@ def _check_policy(name: str, mode: str) -> None:
     except PolicyUnavailable as e:
         _fail(str(e))
     modes = policy_modes(policy)
-    if mode in ("mdrp", "free") and mode not in modes:
+    if mode not in modes:
         _fail(f"policy {name} runs with --mode {' or '.join(modes)} only")
 
 
@@ -219,9 +219,9 @@ def bench_mdrp(
     from benchmarks.mdrp_bench import find_instances, run
 
     policies = policy or ["greedy", "bundling"]
-    for p in policies:
-        _check_policy(p, mode)
     sim_mode = _check_mode(mode)
+    for p in policies:
+        _check_policy(p, sim_mode)
     paths = dirs or [DEFAULT_MDRP_DIR]
     if not find_instances(paths):
         _fail(f"no MDRP instance directories in {', '.join(map(str, paths))}")

@@ -530,8 +530,9 @@ class Counters:
     post_ms: list[float] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     latency_at_s: list[float] = field(default_factory=list)
-    to_log_ms: list[float] = field(default_factory=list)
-    """Per latency sample, the part before the event log: its id's time minus ``t``."""
+    to_log_ms: list[float | None] = field(default_factory=list)
+    """Per latency sample, the part before the event log: its id's time minus ``t``
+    (None for a frame without an id)."""
     """When each latency sample was taken, seconds into the window."""
     positions: int = 0
     foreign_positions: int = 0
@@ -741,8 +742,9 @@ class LoadClient:
             elif self.t0 <= now <= self.t1:
                 self.k.latencies_ms.append(round((now - float(f["t"])) * 1000, 2))
                 self.k.latency_at_s.append(round(now - self.t0, 2))
-                appended_ms = _key(fid)[0] if isinstance(fid, str) else now * 1000
-                self.k.to_log_ms.append(round(appended_ms - float(f["t"]) * 1000, 2))
+                self.k.to_log_ms.append(
+                    round(_key(fid)[0] - float(f["t"]) * 1000, 2) if isinstance(fid, str) else None
+                )
         elif kind == "status":
             if isinstance(fid, str):
                 w.status_ids[fid] = str(f.get("status"))
@@ -1339,11 +1341,11 @@ def _summarise(
         confirm.update(r["confirm"])
         lat += r["latencies_ms"]
         post += r["post_ms"]
-        parts = r.get("to_log_ms") or [math.nan] * len(r["latencies_ms"])
-        for ms, at, before in zip(r["latencies_ms"], r["latency_at_s"], parts, strict=True):
+        samples = zip(r["latencies_ms"], r["latency_at_s"], r["to_log_ms"], strict=True)
+        for ms, at, before in samples:
             i = max(0, min(slices - 1, int(at / width)))
             by_slice[i].append(ms)
-            if math.isfinite(before):
+            if before is not None:
                 to_log.append(before)
                 from_log.append(ms - before)
                 log_by_slice[i].append(ms - before)

@@ -347,13 +347,13 @@ class OrToolsPolicy(BasePolicy):
         taken: set[str] = set()  # orders added to bundles this tick: not pending any more
         if self.assignment_updates and self.update_on_tick and view.mode == "mdrp":
             out.extend(self._tick_updates(now, view, taken))
-        out.extend(self._mdrp_tick(now, tick, view, used, taken))
+        out.extend(self._match_tick(now, tick, view, used, taken))
         if self.preposition and view.mode == "mdrp":
             sent = {d.courier_id for d in out}
             out.extend(self._preposition(now, view, used | sent))
         return out
 
-    def _mdrp_tick(
+    def _match_tick(
         self, now: float, tick: float, view: SimView, used: set[str], taken: set[str]
     ) -> list[Decision]:
         pending = [
