@@ -277,13 +277,16 @@ def test_killed_worker_clients_resume_on_the_other(
                     pid = worker_of(ws.local_address[1], port)
                     if pid is not None:
                         pids[oid] = pid
-                    ready.set()
                     while True:
                         f = json.loads(await ws.recv())
                         if f["type"] == "status":
                             got[oid].append(f["status"])
                         if "id" in f and f["type"] != "position":
                             last = max([last or "0-0", f["id"]], key=event_id_key)
+                        # ready once the opening frame is in: every watcher then holds an
+                        # id to resume from (a watcher that reconnected without one would
+                        # get a fresh snapshot, not the missed status frames under test)
+                        ready.set()
                         if f["type"] == "status" and f["status"] == "cancelled":
                             return
             except (OSError, websockets.ConnectionClosed):
