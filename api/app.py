@@ -410,6 +410,7 @@ def create_app(
             reader_log=backend.reader_log,
             isolate=settings.dispatch_process,
             clock=clock,
+            position_every_s=settings.dispatch_position_every_s,
         )
         if settings.dispatch
         else None

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     """A worker that reads a position this long after it was appended does not fan it
     out (it has fallen behind: the courier's next fix follows); 0 fans out every one.
     Status and other events are never shed. ``o2o_hub_lag_seconds`` shows the lag."""
+    dispatch_position_every_s: float = Field(5.0, ge=0)
+    """The dispatcher takes one position per courier per this many seconds of the 1 Hz
+    fixes (it re-times ETAs from them); 0 takes every fix. See
+    :class:`tracking.dispatch_loop.PositionSampler`."""
     share_ttl_s: float = Field(6 * 3600.0, gt=0)
     public_url: str = ""
     """Base URL for share links (empty: links are relative paths)."""

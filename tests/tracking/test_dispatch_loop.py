@@ -16,7 +16,7 @@ from dispatch.dispatcher import DispatchSettings
 from tests.conftest import RedisServer
 from tests.tracking.conftest import run
 from tracking.dispatch_core import DispatchCore, Outcome, Positions, ProcessRunner
-from tracking.dispatch_loop import DispatchLoop
+from tracking.dispatch_loop import DispatchLoop, PositionSampler
 from tracking.live import Live, OrderRequest
 from tracking.redis_leader import RedisLeadership
 from tracking.redis_store import RedisStore
@@ -185,3 +185,71 @@ def test_a_killed_dispatcher_process_is_rebuilt_from_the_store() -> None:
             await task
 
     run(go())
+
+
+def test_the_position_sampler_takes_one_fix_per_courier_per_interval() -> None:
+    """Positions are decoded for the dispatcher once per courier per ``every_s`` of log
+    time; other user events always; the dispatcher's own decisions never."""
+    sample = PositionSampler(5.0)
+    a, b = ("courier:a", "area:x"), ("courier:b",)
+    taken_a = [s for s in range(12) if sample("courier_position", a, (s * 1000, 0))]
+    assert taken_a == [0, 5, 10]
+    assert sample("courier_position", b, (1000, 0))  # its own clock
+    assert not sample("courier_position", b, (1500, 0))
+    assert sample("order_placed", ("order:o1",), (1600, 0))
+    assert not sample("eta_updated", ("order:o1",), (1700, 0))
+    every = PositionSampler(0.0)
+    assert all(every("courier_position", a, (s, 0)) for s in range(5))
+    with pytest.raises(ValueError):
+        PositionSampler(-1.0)
+
+
+@pytest.mark.parametrize("every_s", [0.0, 60.0])
+def test_the_dispatcher_gets_sampled_positions(
+    every_s: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A courier posting fixes in quick succession: with sampling off the dispatcher's
+    next tick has the newest fix; with a long interval it has the first one only."""
+    seen: list[Positions] = []
+    real_tick = DispatchCore.tick
+
+    def tick(self: DispatchCore, now: float, positions: Positions) -> Outcome:
+        if positions:
+            seen.append(dict(positions))
+        return real_tick(self, now, positions)
+
+    monkeypatch.setattr(DispatchCore, "tick", tick)
+
+    async def go() -> None:
+        store = MemoryStore()
+        live = Live(store)
+        loop = DispatchLoop(
+            store, settings=FAST, tick_s=0.1, isolate=False, position_every_s=every_s
+        )
+        task = asyncio.create_task(loop.run())
+        await live.start_shift("c1", lat=STORE[0], lon=STORE[1])
+        await _until(lambda: _is_leading(loop))
+        t = time.time() - 5
+        for i in range(5):  # driving north, 0.0001° (11 m) per fix
+            fix = {"t": t + i, "kind": "gps", "lat": STORE[0] + 0.0001 * i, "lon": STORE[1]}
+            await live.post_observations("c1", [{**fix, "accuracy": 5}])
+        await _until(lambda: _has(seen))
+        await asyncio.sleep(0.3)  # a few more ticks: nothing else arrives
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    run(go())
+    lats = [p["c1"][0].point[0] for p in seen]
+    if every_s:
+        assert len(lats) == 1 and lats[0] == pytest.approx(STORE[0], abs=2e-5)
+    else:
+        assert lats[-1] > STORE[0] + 0.0003  # the newest fix (fused: near 0.0004)
+
+
+async def _is_leading(loop: DispatchLoop) -> bool:
+    return loop.leading
+
+
+async def _has(seen: list[Positions]) -> bool:
+    return bool(seen)
