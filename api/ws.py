@@ -21,6 +21,7 @@ import time
 from typing import Annotated, Any
 
 import h3
+import orjson
 from fastapi import FastAPI, Query, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
@@ -45,7 +46,19 @@ from tracking.live import POSITION_CELL_RES
 
 log = logging.getLogger("o2o.ws")
 _FRAME_ENCODER = json.JSONEncoder(separators=(",", ":"))
-"""Shared: ``json.dumps`` with options builds an encoder per call (per frame, per socket)."""
+"""For what orjson refuses (see :func:`_encode_frame`)."""
+
+
+def _encode_frame(frame: Frame) -> str:
+    """A frame's JSON text: orjson (every position goes to each of its watchers, so this
+    runs a few times per phone fix), ``json`` for the odd value orjson refuses. A NaN
+    goes out as ``null`` (browsers' JSON.parse refuses ``NaN``)."""
+    try:
+        return orjson.dumps(frame).decode()
+    except TypeError:
+        return _FRAME_ENCODER.encode(frame)
+
+
 MAX_BAD_FRAMES = 20
 MAX_CELL_TOPICS = 500
 
@@ -150,7 +163,7 @@ async def _run(
 
     async def send(frame: Frame) -> None:
         async with lock:
-            await ws.send_text(_FRAME_ENCODER.encode(frame))
+            await ws.send_text(_encode_frame(frame))
         sent.inc()
 
     async def read() -> None:

@@ -24,6 +24,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
+import orjson
+
 from dispatch.model import (
     DELIVERY_MODES,
     ORDER_STATUSES,
@@ -52,12 +54,25 @@ STOP_KINDS: tuple[StopKind, ...] = ("pickup", "dropoff")
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-"""One encoder for every call: ``json.dumps`` with options builds a new one each time, a
-fair share of encoding a small document (every position is encoded twice per post)."""
+"""The strict encoder: what :func:`dumps` falls back to (see there)."""
 
 
 def dumps(data: Mapping[str, Any]) -> str:
-    """Compact JSON text of ``data``; :class:`BadInput` for NaN/inf or non-JSON values."""
+    """Compact JSON text of ``data``; :class:`BadInput` for NaN/inf or non-JSON values.
+
+    orjson writes it (every position is encoded several times between a phone and the
+    maps: orjson is about 14x faster). It writes NaN and infinities as ``null`` and
+    refuses some values ``json`` takes (non-string keys, float subclasses), so a
+    document with a ``null`` in it, or one orjson refuses, goes through the strict
+    ``json`` encoder instead, which raises for NaN/inf as before. Both write the same
+    values; float exponents differ in form only (``1e-7`` against ``1e-07``).
+    """
+    try:
+        raw = orjson.dumps(data)
+    except TypeError:
+        raw = b"null"  # let json decide
+    if b"null" not in raw:
+        return raw.decode()
     try:
         return _ENCODER.encode(data)
     except (TypeError, ValueError) as e:
@@ -68,9 +83,11 @@ def loads(text: str | bytes, what: str) -> dict[str, Any]:
     """Parse stored JSON text that must hold an object; :class:`CorruptData` otherwise.
 
     ``what`` names the record in the error (``"order o1"``) so an operator can find it.
+    orjson parses it; it refuses what is not JSON (``NaN``, which :func:`dumps` never
+    writes) and integers beyond 64 bits (never stored either).
     """
     try:
-        data = json.loads(text)
+        data = orjson.loads(text)
     except (UnicodeDecodeError, ValueError) as e:
         raise CorruptData("bad_json", f"{what}: stored value is not JSON: {e}") from e
     if not isinstance(data, dict):

@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
+import orjson
 import redis.exceptions as rexc
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -139,7 +140,7 @@ def _entry_to_stored(entry: Any, stream: str, select: Select | None = None) -> S
         eid = to_str(raw_id)
         fields = {to_str(k): v for k, v in raw_fields.items()}
         what = f"event {eid} on {stream!r}"
-        topics = json.loads(to_str(fields["topics"]))
+        topics = orjson.loads(fields["topics"])  # bytes or str; ValueError if not JSON
         if not isinstance(topics, list):
             raise CorruptData("bad_field", f"{what}: topics must be an array")
         etype = to_str(fields["type"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given
@@ -19,11 +19,13 @@ from tracking.codec import (
     courier_from_dict,
     courier_to_dict,
     decode,
+    dumps,
     encode,
     estimate_from_dict,
     estimate_to_dict,
     event_from_dict,
     event_to_dict,
+    loads,
     order_from_dict,
     order_to_dict,
     place_from_dict,
@@ -251,6 +253,33 @@ def test_non_finite_values_are_refused_on_encode() -> None:
         encode(e)
     with pytest.raises(BadInput, match="not JSON"):
         encode(Event("delay", ("ops",), {"x": object()}, 1.0))
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | finite | st.text(),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        ),
+        max_leaves=12,
+    )
+)
+def test_dumps_reads_back_as_json_wrote_it(value: Any) -> None:
+    """The fast encoder writes what the strict one would (the same values back), with or
+    without nulls in the document (which send it the strict way)."""
+    doc = {"v": value}
+    text = dumps(doc)
+    assert json.loads(text) == json.loads(json.dumps(doc, allow_nan=False))
+    assert loads(text, "doc") == doc
+
+
+def test_dumps_refuses_nan_hidden_next_to_nulls_and_odd_types() -> None:
+    for bad in ({"a": None, "b": [math.inf]}, {"x": [math.nan]}, {"o": {1, 2}}):
+        with pytest.raises(BadInput, match="not JSON"):
+            dumps(bad)
+    assert dumps(cast(Any, {1: "int key"})) == '{"1":"int key"}'  # as json writes it
+    with pytest.raises(CorruptData, match="not JSON"):
+        loads("NaN", "a stored value")
 
 
 def test_event_with_malformed_id_is_corrupt() -> None:
