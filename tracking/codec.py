@@ -61,22 +61,37 @@ def dumps(data: Mapping[str, Any]) -> str:
     """Compact JSON text of ``data``; :class:`BadInput` for NaN/inf or non-JSON values.
 
     orjson writes it (every position is encoded several times between a phone and the
-    maps: orjson is about 14x faster). It writes NaN and infinities as ``null`` and
-    refuses some values ``json`` takes (non-string keys, float subclasses), so a
-    document with a ``null`` in it, or one orjson refuses, goes through the strict
-    ``json`` encoder instead, which raises for NaN/inf as before. Both write the same
-    values; float exponents differ in form only (``1e-7`` against ``1e-07``).
+    maps). orjson writes NaN and infinities as ``null``, so a document whose text has a
+    ``null`` is searched for them (a position has one: its ``near``), and one orjson
+    refuses (non-string keys, float subclasses it does not know) goes through the strict
+    ``json`` encoder, which decides. Both write the same values; float exponents differ
+    in form only (``1e-7`` against ``1e-07``).
     """
     try:
         raw = orjson.dumps(data)
     except TypeError:
-        raw = b"null"  # let json decide
-    if b"null" not in raw:
+        raw = None
+    if raw is not None and not (b"null" in raw and _has_non_finite(data)):
         return raw.decode()
     try:
         return _ENCODER.encode(data)
     except (TypeError, ValueError) as e:
         raise BadInput("not_json", f"value is not JSON-serialisable: {e}") from e
+
+
+def _has_non_finite(value: Any) -> bool:
+    """Whether a NaN or infinity is anywhere in ``value`` (dicts, lists, tuples)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        for v in value.values():
+            if _has_non_finite(v):
+                return True
+    elif isinstance(value, list | tuple):
+        for v in value:
+            if _has_non_finite(v):
+                return True
+    return False
 
 
 def loads(text: str | bytes, what: str) -> dict[str, Any]:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import json
 import math
 import re
 import time
@@ -48,6 +47,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Literal, Protocol, get_args
+
+import orjson
 
 from tracking.errors import BadEventId, BadInput, EventsTrimmed
 
@@ -398,7 +399,7 @@ class MemoryEventLog:
                 raise BadInput("event_has_id", f"event already has id {e.id}; append it once")
             # Validate all before appending any; the JSON round trip also gives readers
             # what Redis would (tuples become lists) and a copy the caller cannot mutate.
-            payloads.append(json.loads(dumps(e.payload)))
+            payloads.append(orjson.loads(dumps(e.payload)))
         ids: list[EventId] = []
         for e, payload in zip(events, payloads, strict=True):
             key = self._next_key()
