@@ -204,6 +204,29 @@ class Event:
     def with_id(self, event_id: EventId) -> Event:
         return replace(self, id=event_id)
 
+    @classmethod
+    def checked(
+        cls,
+        event_type: EventType,
+        topics: tuple[str, ...],
+        payload: dict[str, Any],
+        t: float,
+        event_id: EventId,
+    ) -> Event:
+        """An event from parts a decoder has already checked: a known type, a payload
+        parsed from a JSON object (string keys), a finite float time, a parsed id. Only
+        the topics are still validated here (distinct, in order). Every process decodes
+        each event it fans out; the full ``__post_init__`` was a sizeable share of that.
+        """
+        e = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(e, "type", event_type)
+        setattr_(e, "topics", tuple(dict.fromkeys(map(validate_topic, topics))))
+        setattr_(e, "payload", payload)
+        setattr_(e, "t", t)
+        setattr_(e, "id", event_id)
+        return e
+
 
 class EventLog(Protocol):
     """Append-only, resumable log of :class:`Event` (memory and Redis Streams backends)."""
@@ -270,7 +293,7 @@ _STUB_PAYLOAD: dict[str, Any] = {}
 
 def stub(event_type: EventType, event_id: EventId) -> Event:
     """The stand-in for an event a subscriber's ``select`` rejected."""
-    return Event(event_type, (), _STUB_PAYLOAD, 0.0, event_id)
+    return Event.checked(event_type, (), _STUB_PAYLOAD, 0.0, event_id)
 
 
 def is_stub(e: Event) -> bool:

@@ -31,6 +31,7 @@ one id twice.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
@@ -149,13 +150,11 @@ def _entry_to_stored(entry: Any, stream: str, select: Select | None = None) -> S
         key, prev = parse_event_id(eid), parse_event_id(to_str(fields["prev"]))
         if select is not None and not select(etype, topics, key):
             return StoredEvent(key, prev, stub(cast(Any, etype), eid))
-        event = Event(
-            type=cast(Any, etype),
-            topics=tuple(topics),
-            payload=loads(to_str(fields["payload"]), what),
-            t=float(to_str(fields["t"])),
-            id=eid,
-        )
+        t = float(to_str(fields["t"]))
+        if not math.isfinite(t):
+            raise CorruptData("bad_field", f"{what}: time {t!r} is not finite")
+        payload = loads(fields["payload"], what)  # a dict with string keys, or raises
+        event = Event.checked(cast(Any, etype), tuple(topics), payload, t, eid)
         return StoredEvent(key, prev, event)
     except CorruptData:
         raise

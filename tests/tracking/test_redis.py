@@ -147,6 +147,39 @@ def test_corrupt_records_raise_corrupt_data(redis_server: RedisServer) -> None:
     run(main())
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("t", "nan", "not finite"),
+        ("t", "inf", "not finite"),
+        ("t", "soon", "malformed event"),
+        ("topics", '["ok", 7]', "malformed event"),
+        ("topics", '["has space"]', "malformed event"),
+        ("topics", '{"a": 1}', "topics must be an array"),
+        ("payload", "[1, 2]", "not an object"),
+        ("type", "teleported", "unknown event type"),
+    ],
+)
+def test_each_part_of_a_logged_event_is_checked_on_decode(
+    redis_server: RedisServer, field: str, value: str, needle: str
+) -> None:
+    """Events read back from the log are built without the constructor's checks
+    (:meth:`Event.checked`): the decoder must refuse every bad part itself."""
+
+    async def main() -> None:
+        store = redis_factory(redis_server)()
+        raw = Redis.from_url(redis_server.url)
+        start = await store.events.last_id()
+        entry = {"type": "delay", "t": "1.0", "topics": '["ops"]', "payload": "{}"}
+        await raw.xadd("o2o:events", {**entry, "prev": "0-0", field: value})
+        with pytest.raises(CorruptData, match=needle):
+            await store.events.read_after(start)
+        await raw.aclose()
+        await store.aclose()
+
+    run(main())
+
+
 def test_rejected_events_are_not_decoded(redis_server: RedisServer) -> None:
     """A subscriber's ``select`` sees type and topics only: an event it rejects is not
     decoded (a corrupt payload there goes unnoticed), one it wants still is."""
