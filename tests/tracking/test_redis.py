@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.typing import EncodableT, FieldT
 
 from dispatch.model import Order
 from geo.estimate import Estimate
@@ -170,8 +171,14 @@ def test_each_part_of_a_logged_event_is_checked_on_decode(
         store = redis_factory(redis_server)()
         raw = Redis.from_url(redis_server.url)
         start = await store.events.last_id()
-        entry = {"type": "delay", "t": "1.0", "topics": '["ops"]', "payload": "{}"}
-        await raw.xadd("o2o:events", {**entry, "prev": "0-0", field: value})
+        entry: dict[FieldT, EncodableT] = {
+            "type": "delay",
+            "t": "1.0",
+            "topics": '["ops"]',
+            "payload": "{}",
+            "prev": "0-0",
+        }
+        await raw.xadd("o2o:events", {**entry, field: value})
         with pytest.raises(CorruptData, match=needle):
             await store.events.read_after(start)
         await raw.aclose()
