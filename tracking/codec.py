@@ -65,7 +65,8 @@ def dumps(data: Mapping[str, Any]) -> str:
     ``null`` is searched for them (a position has one: its ``near``), and one orjson
     refuses (non-string keys, float subclasses it does not know) goes through the strict
     ``json`` encoder, which decides. Both write the same values; float exponents differ
-    in form only (``1e-7`` against ``1e-07``).
+    in form only (``1e-7`` against ``1e-07``). Integers beyond 64 bits are refused: no
+    JSON reader here or in a browser keeps all their digits.
     """
     try:
         raw = orjson.dumps(data)
@@ -74,9 +75,23 @@ def dumps(data: Mapping[str, Any]) -> str:
     if raw is not None and not (b"null" in raw and _has_non_finite(data)):
         return raw.decode()
     try:
-        return _ENCODER.encode(data)
+        text = _ENCODER.encode(data)
     except (TypeError, ValueError) as e:
         raise BadInput("not_json", f"value is not JSON-serialisable: {e}") from e
+    if raw is None and _has_big_int(data):
+        raise BadInput("not_json", "value is not JSON-serialisable: integer beyond 64 bits")
+    return text
+
+
+def _has_big_int(value: Any) -> bool:
+    """Whether an integer outside the signed/unsigned 64-bit range is in ``value``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return not -(2**63) <= value < 2**64
+    if isinstance(value, dict):
+        return any(_has_big_int(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_big_int(v) for v in value)
+    return False
 
 
 def _has_non_finite(value: Any) -> bool:
@@ -94,17 +109,25 @@ def _has_non_finite(value: Any) -> bool:
     return False
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def loads(text: str | bytes, what: str) -> dict[str, Any]:
     """Parse stored JSON text that must hold an object; :class:`CorruptData` otherwise.
 
     ``what`` names the record in the error (``"order o1"``) so an operator can find it.
-    orjson parses it; it refuses what is not JSON (``NaN``, which :func:`dumps` never
-    writes) and integers beyond 64 bits (never stored either).
+    orjson parses it (it would read an integer beyond 64 bits as a float, but
+    :func:`dumps` never writes one); what orjson refuses goes to ``json``, which like
+    orjson refuses ``NaN`` and infinities (not JSON; never written).
     """
     try:
         data = orjson.loads(text)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise CorruptData("bad_json", f"{what}: stored value is not JSON: {e}") from e
+    except ValueError:  # orjson.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        try:
+            data = json.loads(text, parse_constant=_not_json)
+        except (ValueError, RecursionError) as e:
+            raise CorruptData("bad_json", f"{what}: stored value is not JSON: {e}") from e
     if not isinstance(data, dict):
         raise CorruptData("bad_json", f"{what}: stored JSON is not an object")
     return data

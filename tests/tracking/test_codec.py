@@ -257,7 +257,7 @@ def test_non_finite_values_are_refused_on_encode() -> None:
 
 @given(
     st.recursive(
-        st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | finite | st.text(),
+        st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | finite | st.text(),
         lambda inner: (
             st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
         ),
@@ -278,8 +278,13 @@ def test_dumps_refuses_nan_hidden_next_to_nulls_and_odd_types() -> None:
         with pytest.raises(BadInput, match="not JSON"):
             dumps(bad)
     assert dumps(cast(Any, {1: "int key"})) == '{"1":"int key"}'  # as json writes it
-    with pytest.raises(CorruptData, match="not JSON"):
-        loads("NaN", "a stored value")
+    for text in ('{"x": NaN}', '{"x": -Infinity}', "{not json"):
+        with pytest.raises(CorruptData, match="not JSON"):
+            loads(text, "a stored value")
+    for big in (2**64, -(2**63) - 1, [1, {"x": 10**30}]):
+        with pytest.raises(BadInput, match="beyond 64 bits"):
+            dumps({"big": big})
+    assert loads(dumps({"edge": [2**64 - 1, -(2**63)]}), "v") == {"edge": [2**64 - 1, -(2**63)]}
 
 
 def test_event_with_malformed_id_is_corrupt() -> None:
