@@ -84,11 +84,21 @@ def serve(
             ws_ping_interval=20.0,
             ws_ping_timeout=20.0,
             timeout_graceful_shutdown=5,
+            loop=_loop(),
         )
     finally:
         if own_metrics_dir is not None:
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
             shutil.rmtree(own_metrics_dir, ignore_errors=True)
+
+
+def _loop() -> str:
+    """uvloop with batched accepts (:mod:`api.accept`) where uvloop is installed."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "auto"
+    return "api.accept:new_event_loop"
 
 
 @token_app.command("create")
