@@ -530,10 +530,10 @@ class Counters:
     post_ms: list[float] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     latency_at_s: list[float] = field(default_factory=list)
+    """When each latency sample was taken, seconds into the window."""
     to_log_ms: list[float | None] = field(default_factory=list)
     """Per latency sample, the part before the event log: its id's time minus ``t``
     (None for a frame without an id)."""
-    """When each latency sample was taken, seconds into the window."""
     positions: int = 0
     foreign_positions: int = 0
     confirm: Counter[str] = field(default_factory=Counter)

@@ -72,41 +72,29 @@ def dumps(data: Mapping[str, Any]) -> str:
         raw = orjson.dumps(data)
     except TypeError:
         raw = None
-    if raw is not None and not (b"null" in raw and _has_non_finite(data)):
+    if raw is not None and not (b"null" in raw and _unstorable(data)):
         return raw.decode()
     try:
-        text = _ENCODER.encode(data)
+        text = _ENCODER.encode(data)  # raises for NaN/inf and non-JSON values
     except (TypeError, ValueError) as e:
         raise BadInput("not_json", f"value is not JSON-serialisable: {e}") from e
-    if raw is None and _has_big_int(data):
+    if _unstorable(data):  # json took it, so not NaN/inf: an integer beyond 64 bits
         raise BadInput("not_json", "value is not JSON-serialisable: integer beyond 64 bits")
     return text
 
 
-def _has_big_int(value: Any) -> bool:
-    """Whether an integer outside the signed/unsigned 64-bit range is in ``value``."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return not -(2**63) <= value < 2**64
-    if isinstance(value, dict):
-        return any(_has_big_int(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_has_big_int(v) for v in value)
-    return False
-
-
-def _has_non_finite(value: Any) -> bool:
-    """Whether a NaN or infinity is anywhere in ``value`` (dicts, lists, tuples)."""
+def _unstorable(value: Any) -> bool:
+    """Whether ``value`` (dicts, lists, tuples) holds a NaN, an infinity or an integer
+    outside the 64-bit range: what orjson writes as ``null`` or refuses."""
     if isinstance(value, float):
         return not math.isfinite(value)
+    if isinstance(value, int):
+        return not isinstance(value, bool) and not -(2**63) <= value < 2**64
     if isinstance(value, dict):
-        for v in value.values():
-            if _has_non_finite(v):
-                return True
-    elif isinstance(value, list | tuple):
-        for v in value:
-            if _has_non_finite(v):
-                return True
-    return False
+        value = value.values()
+    elif not isinstance(value, list | tuple):
+        return False
+    return any(_unstorable(v) for v in value)
 
 
 def _not_json(name: str) -> Any:

@@ -147,13 +147,18 @@ same few thousand topics (orders, couriers, areas) recur all day."""
 _VALID_TOPICS_MAX = 100_000
 
 
+def _distinct_topics(topics: Iterable[str]) -> tuple[str, ...]:
+    """Valid topics, each once, in first-seen order (:class:`BadInput` otherwise)."""
+    return tuple(dict.fromkeys(map(validate_topic, topics)))
+
+
 def validate_topics(topics: Iterable[str] | None) -> tuple[str, ...] | None:
     """Distinct topics in first-seen order, or None for "all events"; never empty."""
     if topics is None:
         return None
     if isinstance(topics, str):
         raise BadInput("bad_topic", "topics must be a collection of strings, not one string")
-    out = tuple(dict.fromkeys(validate_topic(t) for t in topics))
+    out = _distinct_topics(topics)
     if not out:
         raise BadInput("bad_topic", "an empty topic list matches nothing; pass None for all")
     return out
@@ -187,8 +192,7 @@ class Event:
             raise BadInput("bad_event_type", f"unknown event type {self.type!r}")
         if isinstance(self.topics, str):
             raise BadInput("bad_topic", "topics must be a collection of strings, not one string")
-        topics = tuple(dict.fromkeys(validate_topic(t) for t in self.topics))
-        object.__setattr__(self, "topics", topics)
+        object.__setattr__(self, "topics", _distinct_topics(self.topics))
         if not isinstance(self.payload, dict) or not all(isinstance(k, str) for k in self.payload):
             raise BadInput("bad_payload", "payload must be a dict with string keys")
         if (
@@ -221,7 +225,7 @@ class Event:
         e = object.__new__(cls)
         setattr_ = object.__setattr__
         setattr_(e, "type", event_type)
-        setattr_(e, "topics", tuple(dict.fromkeys(map(validate_topic, topics))))
+        setattr_(e, "topics", _distinct_topics(topics))
         setattr_(e, "payload", payload)
         setattr_(e, "t", t)
         setattr_(e, "id", event_id)
