@@ -89,12 +89,12 @@ def _unstorable(value: Any) -> bool:
     if isinstance(value, float):
         return not math.isfinite(value)
     if isinstance(value, int):
-        return not isinstance(value, bool) and not -(2**63) <= value < 2**64
+        return not -(2**63) <= value < 2**64  # bools are in range
     if isinstance(value, dict):
         value = value.values()
     elif not isinstance(value, list | tuple):
         return False
-    return any(_unstorable(v) for v in value)
+    return any(map(_unstorable, value))  # map, not a genexpr: runs on every position
 
 
 def _not_json(name: str) -> Any:
