@@ -165,8 +165,7 @@ class DispatchLoop:
         isolate: bool = True,
         position_every_s: float = DEFAULT_POSITION_EVERY_S,
     ) -> None:
-        if not position_every_s >= 0:
-            raise ValueError(f"position_every_s must be >= 0, got {position_every_s}")
+        PositionSampler(position_every_s)  # a bad interval fails here, not at the first lead
         self.position_every_s = position_every_s
         self.store = store
         self.reader_log = reader_log or store.events
