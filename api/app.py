@@ -78,6 +78,7 @@ from tracking.live import (
     LiveConfig,
     OrderRequest,
 )
+from tracking.runtime import tune_gc
 from tracking.store import MemoryStore, StateStore
 from tracking.tasks import cancel_and_wait
 
@@ -572,7 +573,10 @@ def _document_problems(app: FastAPI) -> None:
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` (``o2o serve`` starts workers with it)."""
     logging.basicConfig(level=os.environ.get("O2O_LOG_LEVEL", "INFO"))
-    return create_app(Settings())
+    settings = Settings()
+    app = create_app(settings)
+    tune_gc(settings.gc_thresholds)  # a worker process: see tracking.runtime
+    return app
 
 
 ORDER_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tracking.runtime import DEFAULT_GC_THRESHOLDS
 
 
 class Settings(BaseSettings):
@@ -50,6 +52,9 @@ class Settings(BaseSettings):
     """The dispatcher takes one position per courier per this many seconds of the 1 Hz
     fixes (it re-times ETAs from them); 0 takes every fix. See
     :class:`tracking.dispatch_loop.PositionSampler`."""
+    gc_thresholds: tuple[PositiveInt, PositiveInt, PositiveInt] = DEFAULT_GC_THRESHOLDS
+    """The garbage collector's thresholds in each worker (``O2O_GC_THRESHOLDS='[50000,
+    20, 10]'``; CPython's own are ``[700, 10, 10]``). See :mod:`tracking.runtime`."""
     share_ttl_s: float = Field(6 * 3600.0, gt=0)
     public_url: str = ""
     """Base URL for share links (empty: links are relative paths)."""

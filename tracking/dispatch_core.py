@@ -32,6 +32,7 @@ from tracking.codec import courier_from_dict, order_from_dict
 from tracking.errors import TrackingError
 from tracking.events import Event
 from tracking.live import settings_from_doc
+from tracking.runtime import tune_gc
 
 Positions = dict[str, tuple[Place, float, float]]
 """Courier id -> (where, fix time, 68 % radius), the latest fix of each since the last tick."""
@@ -150,6 +151,7 @@ def _child(conn: multiprocessing.connection.Connection, core_args: tuple[Any, ..
     with contextlib.suppress(AttributeError, OSError):
         os.nice(5)  # the service's requests and sockets come first on a busy machine
     core = DispatchCore(*core_args)
+    tune_gc()  # a re-plan builds tens of thousands of objects: see tracking.runtime
     while True:
         try:
             method, args = conn.recv()
