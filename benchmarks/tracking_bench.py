@@ -68,6 +68,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import jwt
+import orjson
+
+from tracking.runtime import tune_gc
 
 __all__ = [
     "DEFAULT_CONFIGS",
@@ -450,7 +453,8 @@ class HttpConn:
         )
         try:
             self.writer.write(head.encode() + payload)
-            status, data, keep = await asyncio.wait_for(self._response(), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # no task per request, unlike wait_for
+                status, data, keep = await self._response()
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as e:
             self.close()
             raise HttpError(f"{type(e).__name__}: {e}") from e
@@ -711,7 +715,7 @@ class LoadClient:
                     continue
                 counted = self.t0 <= t < self.t1
                 if st == 200:
-                    doc = json.loads(data)
+                    doc = orjson.loads(data)
                     accepted = int(doc.get("accepted", 0))
                     if counted:
                         k.obs_sent += 1
@@ -730,7 +734,7 @@ class LoadClient:
     # -- watchers ---------------------------------------------------------------------
     def on_frame(self, w: Watcher, text: str | bytes) -> None:
         now = time.time()
-        f = json.loads(text)
+        f = orjson.loads(text)
         kind = f.get("type")
         fid = f.get("id")
         if isinstance(fid, str) and (w.last_id is None or _key(fid) > _key(w.last_id)):
@@ -1055,6 +1059,7 @@ def client_main() -> None:
     """Entry of a load-generator process: spec on stdin's first line, JSON lines out."""
     spec = json.loads(sys.stdin.readline())
     out = sys.stdout
+    tune_gc()  # as the service's workers: thousands of sockets, few cycles
     try:
         # The load generator shares the machine with the service: the C event loop
         # leaves it more of the CPU (as the service itself uses it through uvicorn).
