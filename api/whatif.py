@@ -28,8 +28,9 @@ applied (free routing mode; the simulator's ``dispatcher`` policy,
 (:data:`~simulations.policies.dispatcher.SIM_SOLUTION_LIMIT` unless the settings
 set one) so runs repeat. The settings that only change announcements (ETA and delay
 thresholds) or that the simulator models by its own commitment rule
-(``freeze_next_stop``, ``lock_within_s``) do not change the KPIs; the response lists
-them in ``notes`` when they were changed.
+(``freeze_next_stop``, ``lock_within_s``), and ``full_replan_every_s`` (the simulator
+solves every group on every tick), do not change the KPIs; the response lists them in
+``notes`` when they were changed.
 
 Runs live in the memory of the service worker that took the POST (the last
 :data:`MAX_KEPT`), one at a time on a single process of its own
@@ -130,7 +131,14 @@ LIVE_POLICY = "live"
 LIVE_SPEED_MPS = 6.0
 """Speed of the live dispatcher's default travel model (``tracking.dispatch_loop``)."""
 NO_KPI_EFFECT = frozenset(
-    {"freeze_next_stop", "lock_within_s", "delay_threshold_s", "delay_growth_s", "eta_change_s"}
+    {
+        "freeze_next_stop",
+        "lock_within_s",
+        "delay_threshold_s",
+        "delay_growth_s",
+        "eta_change_s",
+        "full_replan_every_s",
+    }
 )
 """Settings that do not change a simulated day (see the module docstring)."""
 HEARTBEAT_S = 5.0

@@ -69,6 +69,11 @@ class DispatchSettings:
     freeze_next_stop: bool = True
     max_couriers_per_solve: int = 60
     """Bigger fleets are split into nearby groups solved one after another."""
+    full_replan_every_s: float = 300.0
+    """A re-plan solves only the groups where something happened since their last solve
+    (an order placed, cancelled, unplanned or predicted late; a shift started or ended;
+    a courier picked up or delivered what its route did not say); the whole city is
+    re-optimised at this cadence. 0: every re-plan solves every group."""
     insertion_candidates: int = 6
     """Nearest couriers tried by the insertion heuristic."""
     delay_threshold_s: float = 0.0
@@ -143,6 +148,9 @@ class DispatcherStats:
     replans_rejected: int = 0
     insertions: int = 0
     insertion_failures: int = 0
+    groups_solved: int = 0
+    groups_skipped: int = 0
+    """Groups a re-plan left as they were (nothing happened in them)."""
     last_solve_s: float = 0.0
     solve_seconds: list[float] = field(default_factory=list)
 
@@ -172,6 +180,10 @@ class Dispatcher:
         self.stats = DispatcherStats()
         self.last_solution: RoutingSolution | None = None
         self._last_replan = -math.inf
+        self._last_full_replan = -math.inf
+        # What happened since the last solve of its group (see DispatchSettings).
+        self._dirty_couriers: set[str] = set()
+        self._dirty_orders: set[str] = set()
         self._announced_eta: dict[str, tuple[float | None, float | None]] = {}
         self._announced_delay: dict[str, float] = {}
         self._unassigned: dict[str, str] = {}
@@ -236,6 +248,7 @@ class Dispatcher:
             eta = max(order.ready_at, self.now)
             self._announced_eta[order.id] = (eta, None)
             return [EtaChanged(order.id, eta, None, self.now)]
+        self._dirty_orders.add(order.id)
         return self._insert(order)
 
     def cancel_order(self, order_id: str, at: float) -> list[Event]:
@@ -245,6 +258,7 @@ class Dispatcher:
         self.orders[order_id] = order.transition("cancelled", at)
         events: list[Event] = [OrderStatusChanged(order_id, "cancelled", courier_id, at)]
         if courier_id is not None and courier_id in self.couriers:
+            self._dirty_couriers.add(courier_id)
             c = self.couriers[courier_id]
             if order_id in c.on_board:
                 self.couriers[courier_id] = replace(
@@ -264,6 +278,7 @@ class Dispatcher:
         on_board = old.on_board if old is not None else courier.on_board
         self.couriers[courier.id] = replace(courier, on_shift=True, on_board=on_board)
         self.visits.setdefault(courier.id, [])
+        self._dirty_couriers.add(courier.id)
         return self._place_pending()
 
     def end_shift(self, courier_id: str, at: float) -> list[Event]:
@@ -271,10 +286,12 @@ class Dispatcher:
         self._advance(at)
         c = self.courier(courier_id)
         self.couriers[courier_id] = replace(c, on_shift=False, shift_end=min(c.shift_end, at))
+        self._dirty_couriers.add(courier_id)
         kept = [v for v in self.visits.get(courier_id, []) if v[0].id in c.on_board]
         events: list[Event] = []
         for order_id in {v[0].id for v in self.visits.get(courier_id, [])} - set(c.on_board):
             events += self._unassign(order_id, "courier_shift_ended")
+            self._dirty_orders.add(order_id)
         self.visits[courier_id] = kept
         events += self._retime([courier_id], route_changed=True)
         return events + self._place_pending()
@@ -302,6 +319,10 @@ class Dispatcher:
             raise DispatchError(
                 "wrong_courier", f"order {order_id} is assigned to {order.courier_id}"
             )
+        if not any(
+            v[0].id == order_id and v[1] == "pickup" for v in self.visits.get(courier_id, [])
+        ):
+            self._dirty_couriers.add(courier_id)  # not what its route said
         self.orders[order_id] = order.transition("picked_up", at, courier_id)
         self.couriers[courier_id] = replace(c, on_board=(*c.on_board, order_id))
         visits = [
@@ -329,6 +350,8 @@ class Dispatcher:
             )
         if not order.needs_courier and order.status == "placed":
             order = order.transition("picked_up", at)
+        elif order.needs_courier and order.status != "picked_up" and order.courier_id:
+            self._dirty_couriers.add(order.courier_id)  # delivered without a pickup
         self.orders[order_id] = order.transition("delivered", at)
         events: list[Event] = [OrderStatusChanged(order_id, "delivered", order.courier_id, at)]
         cid = order.courier_id
@@ -413,17 +436,30 @@ class Dispatcher:
 
     # -- the full re-plan -------------------------------------------------------------
     def replan(self) -> list[Event]:
-        """Re-optimise every open order with OR-Tools, warm-started from the plan.
+        """Re-optimise the open orders with OR-Tools, warm-started from the plan.
 
         Large cities are cut into groups of at most ``max_couriers_per_solve`` nearby
         couriers (k-means on where they are), each solved on its own share of the time
         budget: OR-Tools model construction grows much faster than linearly with
-        vehicles x nodes, and couriers kilometres apart rarely trade orders.
+        vehicles x nodes, and couriers kilometres apart rarely trade orders. Only groups
+        where something happened since the last re-plan are solved, except every
+        ``full_replan_every_s`` (see :class:`DispatchSettings`): a group whose couriers
+        merely moved along their routes keeps its plan (position fixes re-time it), and
+        solving it again cost most of a city-wide re-plan's CPU for nothing.
         """
         from dispatch.solvers.ortools import solve  # only module that imports OR-Tools
 
         self._last_replan = self.now
         groups = self._partition()
+        full = self.now - self._last_full_replan >= self.settings.full_replan_every_s
+        if full:
+            self._last_full_replan = self.now
+        else:
+            todo = [g for g in groups if self._needs_solve(*g)]
+            self.stats.groups_skipped += len(groups) - len(todo)
+            groups = todo
+        self._dirty_couriers.clear()
+        self._dirty_orders.clear()
         budget = self.settings.solve_time_limit_s
         t0 = time.perf_counter()
         new_visits: dict[str, list[Visit]] = {cid: list(v) for cid, v in self.visits.items()}
@@ -444,9 +480,12 @@ class Dispatcher:
             self.last_solution = solution
             sub_dropped = {str(problem.requests[d.request].id): d.reason for d in solution.dropped}
             served = {o.id for cid in vehicle_ids for o, _k in self.visits.get(cid, [])}
+            self.stats.groups_solved += 1
             if served & set(sub_dropped):
                 # The search ran out of time before matching the current plan: never
-                # trade a served order for an unserved one; keep this group's plan.
+                # trade a served order for an unserved one; keep this group's plan
+                # (valid, and re-timed by every fix) until news or the next full
+                # re-plan: trying again at once would only fail again.
                 self.stats.replans_rejected += 1
                 continue
             solved = True
@@ -465,6 +504,15 @@ class Dispatcher:
         if not solved:
             return []
         return self._apply(new_visits, dropped)
+
+    def _needs_solve(self, courier_ids: set[str], order_ids: set[str]) -> bool:
+        """Whether something happened in a group since it was last solved (an order no
+        route serves counts: every re-plan tries again to place it)."""
+        return (
+            not self._dirty_couriers.isdisjoint(courier_ids)
+            or not self._dirty_orders.isdisjoint(order_ids)
+            or not self._plan_unassigned.keys().isdisjoint(order_ids)
+        )
 
     def _partition(self) -> list[tuple[set[str], set[str]]]:
         """Groups of (couriers, open orders) solved independently; see :meth:`replan`.
@@ -876,6 +924,7 @@ class Dispatcher:
                     prev = self._announced_delay.get(order_id)
                     if prev is None or delay >= prev + s.delay_growth_s:
                         self._announced_delay[order_id] = delay
+                        self._dirty_orders.add(order_id)
                         events.append(
                             DelayPredicted(order_id, dropoff, order.promised_by, delay, self.now)
                         )

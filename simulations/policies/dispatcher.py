@@ -28,11 +28,12 @@ SIM_SOLUTION_LIMIT = 30
 
 
 def sim_settings(s: DispatchSettings) -> DispatchSettings:
-    """``s`` as the simulator runs it: re-plan on every tick, bounded repeatable solves,
-    the engine's committed leg instead of freezing and locking."""
+    """``s`` as the simulator runs it: re-plan every group on every tick, bounded
+    repeatable solves, the engine's committed leg instead of freezing and locking."""
     return replace(
         s,
         replan_every_s=0.0,
+        full_replan_every_s=0.0,
         solution_limit=s.solution_limit or SIM_SOLUTION_LIMIT,
         lock_within_s=0.0,
         freeze_next_stop=False,

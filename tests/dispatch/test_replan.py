@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatch.dispatcher import Dispatcher, DispatchSettings, OrderAssigned
+from dispatch.dispatcher import DelayPredicted, Dispatcher, DispatchSettings, OrderAssigned
 from dispatch.model import Courier, Order, Place
 from tests.dispatch.test_dispatcher import TRAVEL, courier, make, order
 
@@ -184,3 +184,71 @@ def test_snapshot_gets_a_feasible_plan_at_once_and_replan_improves_it() -> None:
     d.replan()
     assert total_travel(d) <= before
     assert d.order("ob").courier_id == "c0"
+
+
+def _two_towns(**kw: object) -> Dispatcher:
+    """Two couriers in each of two towns 100 km apart: two groups of two."""
+    d = make(
+        courier("w1", 0.0),
+        courier("w2", 500.0),
+        courier("e1", 100_000.0),
+        courier("e2", 100_500.0),
+        max_couriers_per_solve=2,
+        **{**FAST, **kw},
+    )
+    for i, x in enumerate([200.0, 100_200.0, 400.0, 100_400.0]):
+        d.place_order(order(f"o{i}", x, x + 300.0, promise=20_000.0))
+    return d
+
+
+def test_replan_solves_only_the_groups_where_something_happened() -> None:
+    d = _two_towns()
+    d.tick(60.0)  # the first re-plan is a full one
+    assert (d.stats.groups_solved, d.stats.groups_skipped) == (2, 0)
+    d.courier_moved("w1", Place((50.0, 0.0)), 90.0)  # moving along is no news
+    d.tick(120.0)
+    assert (d.stats.groups_solved, d.stats.groups_skipped) == (2, 2)
+    d.place_order(order("new", 100_300.0, 100_600.0, placed=130.0, promise=20_000.0))
+    d.tick(180.0)  # only the eastern group has news
+    assert (d.stats.groups_solved, d.stats.groups_skipped) == (3, 3)
+    assert d.order("new").courier_id in ("e1", "e2")
+    busy = d.order("o0").courier_id
+    assert busy in ("w1", "w2")
+    d.end_shift(busy, 200.0)  # its order goes to the other western courier
+    d.tick(240.0)
+    assert (d.stats.groups_solved, d.stats.groups_skipped) == (4, 4)
+    assert d.stats.replans == 4
+
+
+def test_whole_city_is_replanned_at_the_full_cadence_or_always_with_zero() -> None:
+    d = _two_towns(full_replan_every_s=150.0)
+    d.tick(60.0)
+    d.tick(120.0)
+    assert (d.stats.groups_solved, d.stats.groups_skipped) == (2, 2)
+    d.tick(210.0)  # 150 s since the last full re-plan
+    assert (d.stats.groups_solved, d.stats.groups_skipped) == (4, 2)
+    always = _two_towns(full_replan_every_s=0.0)
+    for t in (60.0, 120.0, 180.0):
+        always.tick(t)
+    assert (always.stats.groups_solved, always.stats.groups_skipped) == (6, 0)
+
+
+def test_late_and_unplaced_orders_keep_their_group_in_the_next_replan() -> None:
+    d = _two_towns()
+    d.tick(60.0)
+    # An order no courier can carry (bigger than any bag): unplanned, so its group is
+    # solved again at every re-plan, trying to place it.
+    d.place_order(order("lost", 200.0, 300.0, placed=70.0, size=5))
+    assert "lost" in d.plan.unassigned
+    d.tick(120.0)
+    d.tick(180.0)
+    assert (d.stats.groups_solved, d.stats.groups_skipped) == (4, 2)
+    # A drop-off predicted past its promise (a delay announcement) is news too.
+    late = _two_towns(delay_threshold_s=0.0)
+    late.tick(60.0)
+    carrier = late.order("o1").courier_id  # an eastern order
+    assert carrier in ("e1", "e2")
+    events = late.courier_moved(carrier, Place((300_000.0, 0.0)), 70.0)  # 200 km off
+    assert any(isinstance(e, DelayPredicted) for e in events)
+    late.tick(120.0)
+    assert (late.stats.groups_solved, late.stats.groups_skipped) == (3, 1)
