@@ -81,6 +81,11 @@ class Subscription:
         self.positions: dict[str, Event] = {}
         self.overflowed: str | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self.send_deadline = math.inf
+        """While a frame is being sent: when (event loop clock) the hub's watchdog gives
+        up on the client (see :meth:`Hub._watchdog`)."""
+        self.task: asyncio.Task[Any] | None = None
+        self.send_expired = False
 
     def offer(self, e: Event) -> None:
         if e.type == "courier_position":
@@ -130,6 +135,7 @@ class Hub:
         retry_s: float = 0.5,
         stale_position_s: float | None = DEFAULT_STALE_POSITION_S,
         clock: Callable[[], float] = time.time,
+        watchdog_s: float = 0.25,
     ) -> None:
         if stale_position_s is not None and not stale_position_s > 0:
             raise ValueError(f"stale_position_s must be > 0 or None, got {stale_position_s}")
@@ -140,7 +146,11 @@ class Hub:
         self._by_topic: dict[str, set[Subscription]] = {}
         self._position_watchers: set[Subscription] = set()
         self._subs: set[Subscription] = set()
+        self._sending: set[Subscription] = set()
+        """Connections whose socket is taking a frame right now (see ``_watchdog``)."""
+        self.watchdog_s = watchdog_s
         self._task: asyncio.Task[None] | None = None
+        self._watchdog_task: asyncio.Task[None] | None = None
         self.started = asyncio.Event()
         self.dispatched = 0
         self.outages = 0
@@ -156,11 +166,32 @@ class Hub:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="hub")
+            self._watchdog_task = asyncio.create_task(self._watchdog(), name="hub-watchdog")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
+        for task in (self._task, self._watchdog_task):
+            if task is not None:
+                await cancel_and_wait(task)
+        self._task = self._watchdog_task = None
+
+    async def _watchdog(self) -> None:
+        """Cancel the sends of clients that have not taken a frame for their
+        ``send_timeout_s`` (:func:`serve_channel` closes them with
+        :data:`CLOSE_FELL_BEHIND`).
+
+        One sweep every ``watchdog_s`` over the connections that are sending, instead of
+        a timeout scheduled and cancelled around every frame: with thousands of
+        customers that was a timer per frame, several thousand a second, for sends that
+        nearly always complete at once (a socket's buffer takes a frame without waiting).
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.watchdog_s)
+            now = loop.time()
+            for sub in [s for s in self._sending if s.send_deadline < now]:
+                if not sub.send_expired and sub.task is not None:
+                    sub.send_expired = True
+                    sub.task.cancel()
 
     async def _run(self) -> None:
         cursor: EventId | None = None
@@ -314,14 +345,20 @@ async def serve_channel(
             raise ChannelClosed(CLOSE_BAD_REQUEST, str(bad)) from None
     await hub.started.wait()
     sub = Subscription(channel.topics, max_queue=lim.max_queue, all_positions=channel.all_positions)
+    sub.task = asyncio.current_task()
     hub.attach(sub)  # before the snapshot: nothing can fall between the two
+    loop = asyncio.get_running_loop()
+    sending = hub._sending
 
     async def push(frame: Frame) -> None:
+        # The hub's watchdog cancels this send if the client takes nothing for
+        # send_timeout_s (see Hub._watchdog; the except clause below closes it).
+        sub.send_deadline = loop.time() + lim.send_timeout_s
+        sending.add(sub)
         try:
-            async with asyncio.timeout(lim.send_timeout_s):  # no task, unlike wait_for
-                await send(frame)
-        except TimeoutError:
-            raise ChannelClosed(CLOSE_FELL_BEHIND, "client not reading") from None
+            await send(frame)
+        finally:
+            sending.discard(sub)
 
     try:
         frames, cursor = await channel.opening(last_event_id)
@@ -356,7 +393,9 @@ async def serve_channel(
                     last_frame = time.monotonic()
             now = time.monotonic()
             if sub.positions and now >= slot - early:
-                batch = sorted(sub.positions.values(), key=lambda e: parse_event_id(e.id or "0-0"))
+                batch = list(sub.positions.values())
+                if len(batch) > 1:  # an order's channel follows one courier: usually one
+                    batch.sort(key=lambda e: parse_event_id(e.id or "0-0"))
                 sub.positions.clear()
                 slot = max(slot, now) + lim.position_interval_s
                 for pe in batch:
@@ -374,5 +413,11 @@ async def serve_channel(
             if sub.queue or sub.overflowed:
                 continue
             await sub.wait(max(0.01, wait))
+    except asyncio.CancelledError:
+        task = sub.task
+        if sub.send_expired and task is not None and task.uncancel() == 0:
+            raise ChannelClosed(CLOSE_FELL_BEHIND, "client not reading") from None
+        raise
     finally:
+        sending.discard(sub)
         hub.detach(sub)

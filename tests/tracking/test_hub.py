@@ -177,6 +177,43 @@ def test_slow_consumer_is_closed_without_slowing_others() -> None:
     asyncio.run(run())
 
 
+def test_a_send_stuck_past_its_timeout_closes_yet_outside_cancels_stay_cancels() -> None:
+    """The hub's watchdog (not a timer per frame) ends a send that takes too long; a
+    connection cancelled from outside (the client went) ends as cancelled, not as a
+    client that fell behind."""
+
+    async def run() -> None:
+        store = MemoryStore()
+        await store.put_order(_order())
+        hub = Hub(store.events, watchdog_s=0.05)
+        hub.start()
+        limits = ChannelLimits(position_interval_s=0.0, heartbeat_s=60, send_timeout_s=0.3)
+        stuck = Collector(delay=60.0)
+        start = time.monotonic()
+        task = asyncio.create_task(
+            serve_channel(hub, OrderChannel(store, "o1"), stuck.send, limits=limits)
+        )
+        with pytest.raises(ChannelClosed) as closed:
+            await asyncio.wait_for(task, 5)
+        assert closed.value.code == CLOSE_FELL_BEHIND
+        assert 0.3 <= time.monotonic() - start < 1.0
+        assert hub.subscribers == 0 and not hub._sending
+
+        patient = Collector(delay=60.0)
+        limits = ChannelLimits(position_interval_s=0.0, heartbeat_s=60, send_timeout_s=30.0)
+        task = asyncio.create_task(
+            serve_channel(hub, OrderChannel(store, "o1"), patient.send, limits=limits)
+        )
+        await _until(lambda: hub._sending)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert hub.subscribers == 0 and not hub._sending
+        await hub.stop()
+
+    asyncio.run(run())
+
+
 def test_resume_from_last_event_id_replays_exactly_what_was_missed() -> None:
     async def run() -> None:
         store = MemoryStore()
