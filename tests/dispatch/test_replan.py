@@ -252,3 +252,15 @@ def test_late_and_unplaced_orders_keep_their_group_in_the_next_replan() -> None:
     assert any(isinstance(e, DelayPredicted) for e in events)
     late.tick(120.0)
     assert (late.stats.groups_solved, late.stats.groups_skipped) == (3, 1)
+
+
+def test_a_replan_out_of_time_leaves_the_other_groups_to_the_next_one() -> None:
+    # No work limit: the re-plan is bounded by its time budget, which one group's solve
+    # uses up (each is given at least MIN_GROUP_SEARCH_S, capped by the budget).
+    d = _two_towns(solution_limit=None, solve_time_limit_s=0.05)
+    d.tick(60.0)  # full: one group solved, the other deferred
+    assert (d.stats.groups_solved, d.stats.groups_deferred) == (1, 1)
+    d.tick(120.0)  # the deferred one comes first now; the solved one has no news
+    assert (d.stats.groups_solved, d.stats.groups_skipped, d.stats.groups_deferred) == (2, 1, 1)
+    d.tick(180.0)
+    assert (d.stats.groups_solved, d.stats.groups_skipped) == (2, 3)
