@@ -450,6 +450,7 @@ def create_app(
             "hub_positions_shed": float(hub.positions_shed),
             "dispatch_leading": float(bool(loop and loop.leading)),
             "dispatch_errors": float(loop.errors if loop else 0),
+            **{f"dispatch_{k}": v for k, v in (loop.dispatcher_stats if loop else {}).items()},
         }
     )
 

@@ -19,7 +19,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -44,6 +44,20 @@ class Outcome:
 
     events: Sequence[DispatchEvent]
     refused: Sequence[str] = ()
+    stats: Mapping[str, float] | None = None
+    """The dispatcher's counters after a tick (see :data:`STATS`)."""
+
+
+STATS = (
+    "replans",
+    "replans_rejected",
+    "groups_solved",
+    "groups_skipped",
+    "groups_deferred",
+    "last_solve_seconds",
+)
+"""Re-plan counters the service exposes (``o2o_dispatch_<name>``): a city whose group
+solves are mostly rejected (no solution in their time) is re-planning for nothing."""
 
 
 class DispatcherFailed(TrackingError):
@@ -114,7 +128,10 @@ class DispatchCore:
             except DispatchError as err:
                 refused.append(f"position of {cid}: {err}")
         out += self.d.tick(now)
-        return Outcome(out, refused)
+        st = self.d.stats
+        counters = (st.replans, st.replans_rejected, st.groups_solved, st.groups_skipped)
+        more = (st.groups_deferred, st.last_solve_s)
+        return Outcome(out, refused, dict(zip(STATS, map(float, (*counters, *more)), strict=True)))
 
 
 class Runner(Protocol):

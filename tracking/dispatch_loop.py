@@ -42,7 +42,14 @@ from dispatch.dispatcher import Event as DispatchEvent
 from dispatch.model import Order, Place, Route
 from geo.travel import GreatCircleModel, TravelTimeModel
 from tracking.codec import estimate_from_dict, route_to_dict
-from tracking.dispatch_core import Outcome, Positions, ProcessRunner, Runner, ThreadRunner
+from tracking.dispatch_core import (
+    STATS,
+    Outcome,
+    Positions,
+    ProcessRunner,
+    Runner,
+    ThreadRunner,
+)
 from tracking.errors import Conflict, NotFound, TrackingError
 from tracking.events import (
     OPS_TOPIC,
@@ -180,6 +187,8 @@ class DispatchLoop:
         self.leading = False
         self.errors = 0
         self.applied = 0
+        self.dispatcher_stats: dict[str, float] = dict.fromkeys(STATS, 0.0)
+        """The leading dispatcher's re-plan counters as of its last tick."""
         self._positions: Positions = {}
 
     async def run(self) -> None:
@@ -304,6 +313,8 @@ class DispatchLoop:
         await self._take(await core.call("apply", e))
 
     async def _take(self, outcome: Outcome) -> None:
+        if outcome.stats is not None:
+            self.dispatcher_stats.update(outcome.stats)
         for why in outcome.refused:
             self.errors += 1
             log.warning("dispatcher refused %s", why)

@@ -77,3 +77,20 @@ def test_hub_lag_and_shed_positions_are_exposed(server: Server) -> None:
         text = http.get("/metrics").text
     assert 0.0 < _sample(text, "o2o_hub_lag_seconds") < 5.0  # read, and read soon
     assert _sample(text, "o2o_hub_positions_shed") == 0
+
+
+def test_replan_counters_are_exposed(server: Server) -> None:
+    """Ops see whether re-plans run and whether their solves find anything."""
+    with server.client(token("customer", "rex")) as http:
+        r = http.post("/v1/orders", json=ORDER, headers={"Idempotency-Key": "replans"})
+        assert r.status_code == 201
+        deadline = time.monotonic() + 10
+        while True:
+            text = http.get("/metrics").text
+            if _sample(text, "o2o_dispatch_replans") >= 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert _sample(text, "o2o_dispatch_replans") >= 1  # the first tick re-plans at once
+    for name in ("replans_rejected", "groups_solved", "groups_skipped", "groups_deferred"):
+        assert _sample(text, f"o2o_dispatch_{name}") >= 0
+    assert _sample(text, "o2o_dispatch_last_solve_seconds") >= 0
