@@ -369,7 +369,13 @@ def _build_store(settings: Settings) -> _Backend:
         requests, control = client(settings.redis_connections), client(4)
         prefix = settings.redis_prefix
         log = RedisEventLog(requests, prefix=prefix, maxlen=maxlen, topic_maxlen=topic_maxlen)
-        reader = RedisEventLog(control, prefix=prefix, maxlen=maxlen, topic_maxlen=topic_maxlen)
+        reader = RedisEventLog(
+            control,
+            prefix=prefix,
+            maxlen=maxlen,
+            topic_maxlen=topic_maxlen,
+            read_interval_s=settings.log_read_interval_s,
+        )
         return _Backend(
             RedisStore(requests, prefix=prefix, log=log, owns_client=True),
             reader,

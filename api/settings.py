@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     """A worker that reads a position this long after it was appended does not fan it
     out (it has fallen behind: the courier's next fix follows); 0 fans out every one.
     Status and other events are never shed. ``o2o_hub_lag_seconds`` shows the lag."""
+    log_read_interval_s: float = Field(0.01, ge=0, le=1)
+    """On Redis, each worker's hub (and the dispatcher's reader) reads the event log at
+    most once per this many seconds when caught up, so events come in batches; 0 reads
+    as soon as anything arrives. See :class:`tracking.redis_events.RedisEventLog`."""
     dispatch_position_every_s: float = Field(5.0, ge=0)
     """The dispatcher takes one position per courier per this many seconds of the 1 Hz
     fixes (it re-times ETAs from them); 0 takes every fix. See

@@ -30,6 +30,7 @@ one id twice.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -188,6 +189,14 @@ class RedisEventLog:
     holds one pooled connection for up to ``block_ms`` at a time while idle (capped at
     half the client's socket timeout), so fan out many websocket clients from one
     subscription per process rather than one each (the async pool defaults to 100).
+
+    ``read_interval_s``: a subscription that has caught up reads again at most this
+    long after its previous read, so the events appended meanwhile come in one round
+    trip. Without it, at 1,000 positions a second each blocking read woke for one or two
+    events: the service's three readers (each worker's hub, the dispatcher's) spent
+    about 8 % of its CPU on round trips, and in a loaded worker those round trips
+    queued behind everything else (measured with ``o2o bench tracking``,
+    docs/benchmarks.md). The price is at most that much delay per event.
     """
 
     def __init__(
@@ -199,6 +208,7 @@ class RedisEventLog:
         topic_maxlen: int = DEFAULT_TOPIC_MAXLEN,
         topic_ttl_s: float | None = DEFAULT_TOPIC_TTL_S,
         block_ms: int = DEFAULT_BLOCK_MS,
+        read_interval_s: float = 0.0,
     ) -> None:
         for name, value in (("maxlen", maxlen), ("topic_maxlen", topic_maxlen)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -207,6 +217,11 @@ class RedisEventLog:
             raise BadInput("bad_ttl", f"topic_ttl_s must be > 0 or None, got {topic_ttl_s!r}")
         if not (isinstance(block_ms, int) and block_ms > 0):
             raise BadInput("bad_block", f"block_ms must be a positive int, got {block_ms!r}")
+        if not (isinstance(read_interval_s, int | float) and 0 <= read_interval_s <= 1):
+            raise BadInput(
+                "bad_interval", f"read_interval_s must be in [0, 1], got {read_interval_s!r}"
+            )
+        self.read_interval_s = float(read_interval_s)
         self.client = client
         self.prefix = prefix
         self.maxlen = maxlen
@@ -366,6 +381,8 @@ class RedisEventLog:
         # (only read_after checks that): one round trip per wake-up instead of two.
         direct = names is None or self.topic_ttl_ms == 0
         events = await self._read_after(cursor, names, batch, select)
+        loop = asyncio.get_running_loop()
+        last_read = loop.time()
         while True:
             for e in events:
                 cursor = e.id or cursor
@@ -373,6 +390,11 @@ class RedisEventLog:
             if len(events) >= batch:  # maybe more waiting
                 events = await self._read_after(cursor, names, batch, select)
                 continue
+            if self.read_interval_s:  # caught up: let the next events gather first
+                wait = last_read + self.read_interval_s - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                last_read = loop.time()
             with redis_errors():
                 reply = await self.client.xread(
                     dict.fromkeys(streams.values(), cursor),

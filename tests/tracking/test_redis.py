@@ -18,6 +18,7 @@ from tests.conftest import RedisServer
 from tests.tracking.conftest import estimate, order, placed, plan, redis_factory, run
 from tracking import (
     ZERO_ID,
+    BadInput,
     CorruptData,
     Event,
     EventsTrimmed,
@@ -324,3 +325,40 @@ def test_unreachable_redis_raises_unavailable(redis_server: RedisServer) -> None
         await store.aclose()
 
     run(again())
+
+
+def test_a_caught_up_subscription_reads_at_most_once_per_interval(
+    redis_server: RedisServer,
+) -> None:
+    """Events appended between two reads come together in the next one (one round trip),
+    none lost, none before the interval is over."""
+
+    async def main() -> None:
+        store = RedisStore(Redis.from_url(redis_server.url), owns_client=True)
+        paced = RedisEventLog(store.client, read_interval_s=0.3)
+        sub = paced.subscribe(await store.events.last_id())
+        first = asyncio.ensure_future(anext(sub))
+        await asyncio.sleep(0.05)
+        await store.events.append(Event("delay", ("ops",), {"n": 0}, 1.0))
+        assert (await asyncio.wait_for(first, 5)).payload == {"n": 0}
+        read_at = asyncio.get_running_loop().time()
+        ids = []
+        for n in (1, 2):
+            ids.append(await store.events.append(Event("delay", ("ops",), {"n": n}, 1.0)))
+            await asyncio.sleep(0.05)
+        second = await asyncio.wait_for(anext(sub), 5)
+        got_at = asyncio.get_running_loop().time()
+        third = await asyncio.wait_for(anext(sub), 5)
+        assert [second.id, third.id] == ids
+        assert got_at - read_at >= 0.25  # waited for the interval, then both in one read
+        assert asyncio.get_running_loop().time() - got_at < 0.05
+        await sub.aclose()  # type: ignore[attr-defined]
+        await store.aclose()
+
+    run(main())
+
+
+@pytest.mark.parametrize("bad", [-0.1, 2.0, float("nan")])
+def test_bad_read_interval_refused(redis_server: RedisServer, bad: float) -> None:
+    with pytest.raises(BadInput, match="read_interval_s"):
+        RedisEventLog(Redis.from_url(redis_server.url), read_interval_s=bad)
