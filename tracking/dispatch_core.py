@@ -48,15 +48,16 @@ class Outcome:
     """The dispatcher's counters after a tick (see :data:`STATS`)."""
 
 
-STATS = (
-    "replans",
-    "replans_rejected",
-    "groups_solved",
-    "groups_skipped",
-    "groups_deferred",
-    "last_solve_seconds",
-)
-"""Re-plan counters the service exposes (``o2o_dispatch_<name>``): a city whose group
+STATS = {
+    "replans": "replans",
+    "replans_rejected": "replans_rejected",
+    "groups_solved": "groups_solved",
+    "groups_skipped": "groups_skipped",
+    "groups_deferred": "groups_deferred",
+    "last_solve_seconds": "last_solve_s",
+}
+"""Re-plan counters the service exposes (``o2o_dispatch_<name>``), by the
+:class:`~dispatch.dispatcher.DispatcherStats` field each reads: a city whose group
 solves are mostly rejected (no solution in their time) is re-planning for nothing."""
 
 
@@ -129,9 +130,8 @@ class DispatchCore:
                 refused.append(f"position of {cid}: {err}")
         out += self.d.tick(now)
         st = self.d.stats
-        counters = (st.replans, st.replans_rejected, st.groups_solved, st.groups_skipped)
-        more = (st.groups_deferred, st.last_solve_s)
-        return Outcome(out, refused, dict(zip(STATS, map(float, (*counters, *more)), strict=True)))
+        stats = {name: float(getattr(st, field)) for name, field in STATS.items()}
+        return Outcome(out, refused, stats)
 
 
 class Runner(Protocol):
