@@ -27,7 +27,7 @@ import itertools
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -157,7 +157,6 @@ class DispatcherStats:
     groups_deferred: int = 0
     """Groups a re-plan had no time left for (solved by a later one)."""
     last_solve_s: float = 0.0
-    solve_seconds: list[float] = field(default_factory=list)
 
 
 class Dispatcher:
@@ -520,7 +519,6 @@ class Dispatcher:
         elapsed = time.perf_counter() - t0
         self.stats.replans += 1
         self.stats.last_solve_s = elapsed
-        self.stats.solve_seconds.append(elapsed)
         if not solved:
             return []
         return self._apply(new_visits, dropped)
