@@ -57,8 +57,12 @@ def bench_tracking(
         typer.Option(min=0, help="O2O_POSITION_INTERVAL_S for the service [default: its own]"),
     ] = None,
     compression: Annotated[
-        bool, typer.Option(help="permessage-deflate on the websockets, as browsers do")
-    ] = True,
+        bool,
+        typer.Option(
+            help="the service accepts permessage-deflate (o2o serve --ws-compression); "
+            "the clients always offer it, as browsers do"
+        ),
+    ] = False,
     appendfsync: Annotated[str, typer.Option(help="Redis AOF fsync policy")] = "always",
     redis_max_connections: Annotated[
         int | None,

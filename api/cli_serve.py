@@ -41,6 +41,10 @@ def serve(
     forwarded_allow_ips: Annotated[
         str, typer.Option(help="Proxies whose X-Forwarded-* headers are trusted")
     ] = "127.0.0.1",
+    ws_compression: Annotated[
+        bool,
+        typer.Option(help="Accept permessage-deflate on websockets (costs CPU per frame)"),
+    ] = False,
 ) -> None:
     """Run the live service (REST + websockets) on the given store."""
     import uvicorn
@@ -80,7 +84,13 @@ def serve(
             # headers costs every request (a few % of the service's CPU under load).
             proxy_headers=proxy_headers,
             forwarded_allow_ips=forwarded_allow_ips,
+            # one write per answer instead of two (head, body)
+            http="api.http_protocol:CoalescingHttpToolsProtocol",
             ws_max_size=65_536,
+            # Off unless asked, as in most websocket servers: the frames are a few hundred
+            # bytes, where compressing each one (and the client inflating it) costs more
+            # CPU than the bytes it saves are worth (docs/api.md).
+            ws_per_message_deflate=ws_compression,
             ws_ping_interval=20.0,
             ws_ping_timeout=20.0,
             timeout_graceful_shutdown=5,

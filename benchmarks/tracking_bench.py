@@ -12,11 +12,12 @@ load generator split over a few processes (``--clients``), each an asyncio progr
   loop, so ``obs_per_s`` drops below the target when the service cannot keep up). The
   observation's ``t`` is the wall time at which it is sent.
 * customers ("watchers"): an order each (``POST /v1/orders``, pickup next to a courier),
-  then the order's websocket (``/v1/orders/{id}/track``, the ``websockets`` client, with
-  permessage-deflate as browsers do). A ``position`` frame of the order's courier gives
-  one latency sample: its receive wall time minus its ``t`` (the observation's send
-  time), i.e. courier post -> fusion -> store -> event log -> hub -> coalescing ->
-  customer frame. Only the courier the customer's order is assigned to counts; a
+  then the order's websocket (``/v1/orders/{id}/track``, the ``websockets`` client,
+  offering permessage-deflate as browsers do; the service accepts it only with
+  ``compression``, as ``o2o serve --ws-compression``). A ``position`` frame of the
+  order's courier gives one latency sample: its receive wall time minus its ``t`` (the
+  observation's send time), i.e. courier post -> fusion -> store -> event log -> hub ->
+  coalescing -> customer frame. Only the courier the customer's order is assigned to counts; a
   position of any other courier is counted as ``foreign_positions`` (it must be 0).
 * status: during the measured window a share of the orders (``--deliveries``) is picked
   up and, a second later, delivered by its courier (``POST /v1/orders/{id}/pickup`` and
@@ -314,6 +315,7 @@ def service(
     secret: str,
     position_interval_s: float | None = None,
     ready_timeout_s: float = 60.0,
+    ws_compression: bool = False,
 ) -> Iterator[Service]:
     """``python -m api.cli serve`` as its own process group, ready when this yields."""
     import httpx
@@ -325,6 +327,8 @@ def service(
         env["O2O_POSITION_INTERVAL_S"] = repr(float(position_interval_s))
     cmd = [sys.executable, "-m", "api.cli", "serve", "--store", store_url]
     cmd += ["--workers", str(workers), "--port", str(port), "--log-level", "warning"]
+    if ws_compression:
+        cmd.append("--ws-compression")
     limit = _memory_limit_bytes()
 
     def cap_memory() -> None:  # in the child, before exec: inherited by the workers
@@ -598,7 +602,8 @@ class LoadClient:
         self.host, self.port = host, int(port)
         self.ws_base = url.replace("http://", "ws://")
         self.secret = str(spec["secret"])
-        self.compression: str | None = "deflate" if spec.get("compression", True) else None
+        # Offered on every socket, as browsers do; the service decides (--ws-compression).
+        self.compression = "deflate"
         rng = random.Random(int(spec["seed"]))
         self.rng = rng
         self.couriers = [
@@ -1157,7 +1162,7 @@ def run_one(
     clients: int,
     deliveries: float = 0.1,
     position_interval_s: float | None = None,
-    compression: bool = True,
+    compression: bool = False,
     appendfsync: str = "always",
     seed: int = 0,
     setup_timeout_s: float = 600.0,
@@ -1189,7 +1194,14 @@ def run_one(
             if redis_max_connections is not None:  # redis-py reads pool options from the URL
                 store_url += f"?max_connections={redis_max_connections}"
         svc = stack.enter_context(
-            service(folder, store_url, config.workers, secret, position_interval_s)
+            service(
+                folder,
+                store_url,
+                config.workers,
+                secret,
+                position_interval_s,
+                ws_compression=compression,
+            )
         )
         pgids["service"].append(svc.proc.pid)
         say("service ready")
@@ -1208,7 +1220,6 @@ def run_one(
                 "couriers": homes[i::clients],
                 "watchers": orders[i::clients],
                 "deliveries": deliveries,
-                "compression": compression,
                 "setup_timeout_s": setup_timeout_s,
             }
             procs.append(ClientProc(spec, folder / f"client-{i}.log"))
@@ -1465,7 +1476,7 @@ def run(
     clients: int | None = None,
     deliveries: float = 0.1,
     position_interval_s: float | None = None,
-    compression: bool = True,
+    compression: bool = False,
     appendfsync: str = "always",
     seed: int = 0,
     setup_timeout_s: float = 600.0,

@@ -23,6 +23,7 @@ import uvicorn
 
 from api.app import create_app
 from api.auth import Role, create_token
+from api.http_protocol import CoalescingHttpToolsProtocol
 from api.settings import Settings
 from dispatch.dispatcher import DispatchSettings
 from tests.conftest import free_port
@@ -93,7 +94,12 @@ def server_factory() -> Iterator[Callable[..., Server]]:
         app = create_app(Settings(**opts), store=store or MemoryStore(), dispatch_settings=dispatch)
         port = free_port()
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=65_536
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            ws_max_size=65_536,
+            http=CoalescingHttpToolsProtocol,  # as `o2o serve` runs
         )
         srv = uvicorn.Server(config)
         thread = threading.Thread(target=srv.run, daemon=True)
