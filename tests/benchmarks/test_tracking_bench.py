@@ -44,6 +44,10 @@ def test_tracking_bench_smoke() -> None:
         assert (r["couriers"], r["watchers"]) == (20, 40)
         assert r["errors"] == 0, r["error_kinds"]
         assert r["obs_per_s"] > 0
+        per_obs = r["cpu_ms_per_obs"]  # the window's CPU over the observations it took
+        service_ms = r["cpu_s"]["service"] / (r["obs_per_s"] * r["duration_s"]) * 1000
+        assert per_obs["service"] == pytest.approx(service_ms, rel=0.02)
+        assert per_obs["load_generator"] > 0
         assert r["watchers_connected"] == 40
         assert r["status_sent"] > 0  # at least the confirmations and assignments
         assert r["status_sent"] == r["status_received"]
