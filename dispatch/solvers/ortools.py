@@ -265,22 +265,44 @@ class _Model:
                 r.ActiveVar(m.NodeToIndex(node)).SetValue(0)
 
     def _register_costs(self, cost: np.ndarray[Any, Any]) -> None:
-        p, r, m = self.problem, self.routing, self.manager
+        p, r = self.problem, self.routing
         r.SetArcCostEvaluatorOfAllVehicles(r.RegisterTransitMatrix(cost.tolist()))
         churn = p.objective.churn
         if not churn:
             return
-        # Churn: a request served by another vehicle than before costs `churn`. A soft
-        # same-vehicle constraint between the request's first stop and the previous
-        # vehicle's start node says exactly that, without one cost matrix per vehicle
-        # (which does not fit in memory for hundreds of couriers).
+        # Churn: a request served by another vehicle than before costs `churn`. Each
+        # vehicle counts, in a dimension of its own transits, the first stops it serves
+        # of requests that another vehicle of this fleet had; the span cost prices them.
+        # (OR-Tools' soft same-vehicle constraints say the same, but restoring a plan
+        # through them took 0.55 s on an 81-courier group where this takes 0.02 s, so
+        # re-plans with less time than that found not even their own start.)
         pos = {v: k for k, v in enumerate(self.fleet)}
+        had: dict[int, list[int]] = {}  # model vehicle -> first stops of its requests
         for rq in p.requests:
             k = pos.get(rq.previous_vehicle) if rq.previous_vehicle is not None else None
             if k is None:
                 continue
-            first = rq.pickup if rq.pickup is not None else rq.delivery
-            r.AddSoftSameVehicleConstraint([r.Start(k), m.NodeToIndex(first)], churn)
+            had.setdefault(k, []).append(rq.pickup if rq.pickup is not None else rq.delivery)
+        if not had:
+            return
+        moved = [0] * self.n  # per node, a transit vector is indexed by node
+        for nodes in had.values():
+            for node in nodes:
+                moved[node] = 1
+        shared = r.RegisterUnaryTransitVector(moved)
+        transits = []
+        for k in range(len(self.fleet)):
+            own = had.get(k)
+            if own is None:
+                transits.append(shared)
+                continue
+            mine = list(moved)
+            for node in own:
+                mine[node] = 0
+            transits.append(r.RegisterUnaryTransitVector(mine))
+        total = sum(len(nodes) for nodes in had.values())
+        r.AddDimensionWithVehicleTransits(transits, 0, total, True, "churn")
+        r.GetDimensionOrDie("churn").SetSpanCostCoefficientForAllVehicles(churn)
 
     def _add_requests(self, open_: bool) -> None:
         p, r, m, td = self.problem, self.routing, self.manager, self.time

@@ -332,3 +332,56 @@ def test_models_are_freed_after_solving(initial: list[list[int]] | None) -> None
     for _ in range(3):
         solve(_six_requests(initial), T, solution_limit=50)
     assert _live_routing_models() == before
+
+
+def _churn_problem(churn: int) -> RoutingProblem:
+    # Vehicle 0 waits at 0, vehicle 1 at 10; the request (pickup 2, delivery 3) was
+    # vehicle 1's. Moving it to vehicle 0 saves 2 x 8 of travel.
+    b = ProblemBuilder()
+    b.objective = replace(b.objective, churn=churn)
+    xs = [0, 10, 2, 3]
+    d0, d1, p, d = (b.add_node() for _ in xs)
+    b.add_request(p, d, previous_vehicle=1, drop_penalty=10_000)
+    b.add_vehicle(d0, None, capacity=1)
+    b.add_vehicle(d1, None, capacity=1)
+    return b.build(line_matrix(xs))
+
+
+@pytest.mark.parametrize(("churn", "served_by"), [(5, 0), (50, 1)])
+def test_churn_keeps_a_request_on_its_vehicle_unless_moving_saves_more(
+    churn: int, served_by: int
+) -> None:
+    # vehicle 0: 3 of travel; vehicle 1 (the previous one): 8 + 1 = 9
+    sol = solve(_churn_problem(churn), T)
+    assert visits(sol, served_by) == [2, 3]
+    assert visits(sol, 1 - served_by) == []
+
+
+def test_a_big_groups_plan_restores_within_a_short_search() -> None:
+    limit_s = 1.0
+    # 120 couriers, 480 requests each previously theirs (every one priced for churn):
+    # restoring the current plan must take a fraction of a re-plan's budget. Through
+    # OR-Tools' soft same-vehicle constraints it took longer than 1 s, so the search
+    # timed out before it had even its start and the re-plan found nothing.
+    rng = np.random.default_rng(3)
+    b = ProblemBuilder()
+    b.objective = replace(b.objective, churn=120)
+    n_vehicles, per_vehicle = 120, 4
+    xs = [int(x) for x in rng.integers(0, 5000, n_vehicles)]
+    depots = [b.add_node() for _ in range(n_vehicles)]
+    initial: list[list[int]] = []
+    for v in range(n_vehicles):
+        route = []
+        for _ in range(per_vehicle):
+            a, c = (int(x) for x in rng.integers(0, 5000, 2))
+            xs += [a, c]
+            p, d = b.add_node(), b.add_node()
+            b.add_request(p, d, previous_vehicle=v, drop_penalty=1_000_000)
+            route += [p, d]
+        initial.append(route)
+    for dep in depots:
+        b.add_vehicle(dep, None, capacity=per_vehicle)
+    problem = b.build(line_matrix(xs), initial_routes=initial)
+    sol = solve(problem, limit_s, solution_limit=1)  # only the start itself is accepted
+    assert {v: visits(sol, v) for v in range(n_vehicles)} == dict(enumerate(initial))
+    assert not sol.dropped
