@@ -285,18 +285,18 @@ class _Model:
             had.setdefault(k, []).append(rq.pickup if rq.pickup is not None else rq.delivery)
         if not had:
             return
-        moved = [0] * self.n  # per node, a transit vector is indexed by node
+        churnable = [0] * self.n  # per node: a unary transit vector is indexed by node
         for nodes in had.values():
             for node in nodes:
-                moved[node] = 1
-        shared = r.RegisterUnaryTransitVector(moved)
+                churnable[node] = 1
+        shared = r.RegisterUnaryTransitVector(churnable)
         transits = []
         for k in range(len(self.fleet)):
             own = had.get(k)
             if own is None:
                 transits.append(shared)
                 continue
-            mine = list(moved)
+            mine = list(churnable)
             for node in own:
                 mine[node] = 0
             transits.append(r.RegisterUnaryTransitVector(mine))
