@@ -1295,6 +1295,11 @@ def run_one(
 
 HUB_SAMPLE_S = 10.0
 HUB_SCRAPE_TIMEOUT_S = 30.0
+DISPATCH_GAUGES = {
+    f"o2o_dispatch_{name}"
+    for name in ("replans", "replans_rejected", "groups_solved", "groups_deferred")
+}
+"""The dispatcher's re-plan counters (docs/api.md), reported with the hub's lag."""
 
 
 def _hub_gauges(url: str) -> dict[str, float]:
@@ -1311,14 +1316,19 @@ def _hub_gauges(url: str) -> dict[str, float]:
         return {}
     out: dict[str, float] = {}
     shed = 0.0
+    dispatch: dict[str, float] = {}
     for family in families:
         for sample in family.samples:
             if sample.name == "o2o_hub_lag_seconds":
                 out[f"lag_s:{sample.labels.get('worker', '')}"] = round(sample.value, 2)
             elif sample.name == "o2o_hub_positions_shed":
                 shed += sample.value
+            elif sample.name in DISPATCH_GAUGES:  # the leading worker's; others have 0
+                key = "dispatch_" + sample.name.removeprefix("o2o_dispatch_")
+                dispatch[key] = max(dispatch.get(key, 0.0), round(sample.value, 3))
     if out:
         out["positions_shed"] = shed
+        out.update(dispatch)
     return out
 
 
@@ -1471,7 +1481,9 @@ NOTES = [
     "a saturated service may answer late or not at all): lag_s:<worker> is how long "
     "after its append that worker read the last event it read (its fan-out's backlog); "
     "positions_shed: positions not fanned out because they were read too late "
-    "(O2O_STALE_POSITION_S), summed over workers since the start.",
+    "(O2O_STALE_POSITION_S), summed over workers since the start; dispatch_replans, "
+    "dispatch_replans_rejected, dispatch_groups_solved, dispatch_groups_deferred: the "
+    "dispatcher's counters since the service started (set-up included).",
 ]
 
 

@@ -64,6 +64,10 @@ def test_tracking_bench_smoke() -> None:
         (last, *_) = r["hub_lag"][::-1]
         assert len([k for k in last if k.startswith("lag_s:")]) == r["workers"]
         assert last["positions_shed"] == 0
+        # the dispatcher's counters come along
+        assert {"dispatch_replans", "dispatch_replans_rejected", "dispatch_groups_solved"} <= set(
+            last
+        )
 
 
 def test_cli_rejects_bad_configs() -> None:
