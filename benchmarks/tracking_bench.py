@@ -1295,19 +1295,19 @@ def run_one(
 
 HUB_SAMPLE_S = 10.0
 HUB_SCRAPE_TIMEOUT_S = 30.0
-DISPATCH_GAUGES = {
-    f"o2o_dispatch_{name}"
-    for name in ("replans", "replans_rejected", "groups_solved", "groups_deferred")
-}
-"""The dispatcher's re-plan counters (docs/api.md), reported with the hub's lag."""
 
 
 def _hub_gauges(url: str) -> dict[str, float]:
-    """``o2o_hub_lag_seconds`` per worker (``lag_s:<pid>``) and ``o2o_hub_positions_shed``
-    summed over workers (``positions_shed``) from the service's ``/metrics``; {} if the
-    scrape fails (the run goes on)."""
+    """``o2o_hub_lag_seconds`` per worker (``lag_s:<pid>``), ``o2o_hub_positions_shed``
+    summed over workers (``positions_shed``) and the leading dispatcher's re-plan
+    counters (``dispatch_<name>``, :data:`tracking.dispatch_core.STATS`) from the
+    service's ``/metrics``; {} if the scrape fails (the run goes on)."""
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
+
+    from tracking.dispatch_core import STATS  # here: the load clients never need it
+
+    dispatch_gauges = {f"o2o_dispatch_{name}" for name in STATS}
 
     try:
         text = httpx.get(f"{url}/metrics", timeout=HUB_SCRAPE_TIMEOUT_S, trust_env=False).text
@@ -1323,7 +1323,7 @@ def _hub_gauges(url: str) -> dict[str, float]:
                 out[f"lag_s:{sample.labels.get('worker', '')}"] = round(sample.value, 2)
             elif sample.name == "o2o_hub_positions_shed":
                 shed += sample.value
-            elif sample.name in DISPATCH_GAUGES:  # the leading worker's; others have 0
+            elif sample.name in dispatch_gauges:  # the leading worker's; others have 0
                 key = "dispatch_" + sample.name.removeprefix("o2o_dispatch_")
                 dispatch[key] = max(dispatch.get(key, 0.0), round(sample.value, 3))
     if out:
@@ -1481,9 +1481,10 @@ NOTES = [
     "a saturated service may answer late or not at all): lag_s:<worker> is how long "
     "after its append that worker read the last event it read (its fan-out's backlog); "
     "positions_shed: positions not fanned out because they were read too late "
-    "(O2O_STALE_POSITION_S), summed over workers since the start; dispatch_replans, "
-    "dispatch_replans_rejected, dispatch_groups_solved, dispatch_groups_deferred: the "
-    "dispatcher's counters since the service started (set-up included).",
+    "(O2O_STALE_POSITION_S), summed over workers since the start; dispatch_<name> "
+    "(replans, replans_rejected, groups_solved, groups_skipped, groups_deferred, "
+    "last_solve_seconds): the dispatcher's counters since the service started (set-up "
+    "included).",
 ]
 
 
