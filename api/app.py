@@ -15,6 +15,7 @@ order and its tracking channel until the link expires.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -394,6 +395,21 @@ def _json_response(doc: dict[str, Any]) -> Response:
         return JSONResponse(doc)
 
 
+class ServiceApp(FastAPI):
+    """FastAPI with :attr:`fast_path` as the outermost layer of its middleware stack."""
+
+    fast_path: Callable[..., ASGIApp] | None = None
+    """``fast_path(stack, handlers=...)``: the layer (a :class:`DirectRoute`) that
+    serves the ingest route ahead of everything else, given the app's exception handlers
+    as registered when the stack is built (at the first request)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        if self.fast_path is None:
+            return stack
+        return self.fast_path(stack, handlers=self.exception_handlers)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -482,7 +498,7 @@ def create_app(
             if backend.extra is not None:
                 await backend.extra.aclose()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="o2o",
         version="0.1.0",
         summary="Live location, dispatch and delivery tracking",
@@ -496,9 +512,14 @@ def create_app(
     _routes(app)
     ingest = app.router.routes[0]
     assert isinstance(ingest, APIRoute) and ingest.path == INGEST_PATH
-    # Innermost of ours (middlewares added later wrap it): metrics and the body limit
-    # still see every observation post.
-    app.add_middleware(DirectRoute, route=ingest, handlers=app.exception_handlers)
+    # Outermost: observation posts skip every layer below (api/fastpath.py), doing the
+    # body limit and the request metrics themselves.
+    app.fast_path = functools.partial(
+        DirectRoute,
+        route=ingest,
+        max_body=settings.max_body_bytes,
+        record=metrics.recorder("POST", INGEST_PATH),
+    )
     app.add_middleware(Timed, metrics=metrics)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(GzipReads)
@@ -829,11 +850,13 @@ def _routes(app: FastAPI) -> None:
         try:
             result = await svc.live.post_observations(courier_id, records)
         except TrackingError:
-            svc.metrics.observations.labels("rejected").inc(len(records))
+            svc.metrics.obs_rejected.inc(len(records))
             raise
         rejected = sorted(result.rejected, key=lambda r: (r["index"] is None, r["index"] or 0))
-        svc.metrics.observations.labels("accepted").inc(result.accepted)
-        svc.metrics.observations.labels("rejected").inc(len(rejected))
+        if result.accepted:
+            svc.metrics.obs_accepted.inc(result.accepted)
+        if rejected:
+            svc.metrics.obs_rejected.inc(len(rejected))
         return _json_response(
             {
                 "accepted": result.accepted,
