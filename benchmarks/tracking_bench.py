@@ -182,10 +182,11 @@ def _load_avg() -> list[float]:
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _group_cpu_s(pgids: Iterable[int]) -> float:
-    """CPU seconds (user + system) of the live processes in these process groups."""
+def _group_procs(pgids: Iterable[int]) -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds (user + system)) of the live processes in these
+    process groups."""
     wanted = set(pgids)
-    total = 0
+    out: dict[int, tuple[int, float]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -196,8 +197,21 @@ def _group_cpu_s(pgids: Iterable[int]) -> float:
         fields_ = stat[stat.rfind(")") + 2 :].split()
         # after "pid (comm) ": state ppid pgrp session ... utime(14) stime(15), 1-based
         if int(fields_[2]) in wanted:
-            total += int(fields_[11]) + int(fields_[12])
-    return total / _TICK
+            out[int(entry.name)] = (int(fields_[1]), (int(fields_[11]) + int(fields_[12])) / _TICK)
+    return out
+
+
+def _group_cpu_s(pgids: Iterable[int]) -> float:
+    """CPU seconds (user + system) of the live processes in these process groups."""
+    return sum(cpu for _, cpu in _group_procs(pgids).values())
+
+
+def _dispatcher_cpu_s(service_pid: int) -> float:
+    """CPU seconds of the service's grandchildren: the dispatcher process the leading
+    worker runs (``o2o serve`` -> workers -> dispatcher), a part of the service's CPU
+    that varies from run to run with how many re-plans find work to do."""
+    procs = _group_procs([service_pid])
+    return sum(cpu for ppid, cpu in procs.values() if procs.get(ppid, (0, 0.0))[0] == service_pid)
 
 
 def _busy_cpu_s() -> float:
@@ -1241,6 +1255,7 @@ def run_one(
         time.sleep(max(0.0, t0 - time.time()))
         cpu0 = {k: _group_cpu_s(v) for k, v in pgids.items()}
         cpu0["machine"] = _busy_cpu_s()
+        cpu0["dispatcher"] = _dispatcher_cpu_s(svc.proc.pid)
         load0 = _load_avg()
         # The service's own view every ~10 s, from a thread: a saturated service may
         # take many seconds to answer, which must not shift the CPU window's end.
@@ -1259,6 +1274,7 @@ def run_one(
         time.sleep(max(0.0, t1 - time.time()))
         cpu1 = {k: _group_cpu_s(v) for k, v in pgids.items()}
         cpu1["machine"] = _busy_cpu_s()
+        cpu1["dispatcher"] = _dispatcher_cpu_s(svc.proc.pid)
         load1 = _load_avg()
         window_over.set()
         sampler.join(HUB_SCRAPE_TIMEOUT_S)
@@ -1397,8 +1413,11 @@ def _summarise(
 
     cpu["load_generator"] = cpu.pop("load")
     machine = cpu.pop("machine")
+    dispatcher = cpu.pop("dispatcher", None)
     cpu["other_processes"] = round(max(0.0, machine - sum(cpu.values())), 1)
     cpu["available"] = round(duration_s * (os.cpu_count() or 1), 1)
+    if dispatcher is not None:  # part of "service", not counted twice above
+        cpu["service_dispatcher"] = round(max(0.0, dispatcher), 1)
     accepted = total("obs_accepted")
     return {
         "store": config.store,
@@ -1449,7 +1468,18 @@ def _summarise(
             k: round(cpu[k] / accepted * 1000, 3) if accepted else None
             for k in ("service", "redis", "load_generator")
             if k in cpu
-        },
+        }
+        | (
+            # the workers alone: what the service's code costs per observation, without
+            # the dispatcher's re-plans (which vary from run to run)
+            {
+                "service_workers": round(
+                    (cpu["service"] - cpu["service_dispatcher"]) / accepted * 1000, 3
+                )
+            }
+            if accepted and "service_dispatcher" in cpu
+            else {}
+        ),
         "load_avg": load_avg,
         "clients": clients,
         "ws_compression": compression,

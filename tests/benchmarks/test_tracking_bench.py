@@ -48,6 +48,12 @@ def test_tracking_bench_smoke() -> None:
         service_ms = r["cpu_s"]["service"] / (r["obs_per_s"] * r["duration_s"]) * 1000
         assert per_obs["service"] == pytest.approx(service_ms, rel=0.02)
         assert per_obs["load_generator"] > 0
+        # the dispatcher's share of the service, and the workers' CPU per observation
+        assert 0 <= r["cpu_s"]["service_dispatcher"] <= r["cpu_s"]["service"]
+        workers_s = r["cpu_s"]["service"] - r["cpu_s"]["service_dispatcher"]
+        assert per_obs["service_workers"] == pytest.approx(
+            per_obs["service"] * workers_s / r["cpu_s"]["service"], rel=0.05, abs=0.01
+        )
         assert r["watchers_connected"] == 40
         assert r["status_sent"] > 0  # at least the confirmations and assignments
         assert r["status_sent"] == r["status_received"]
@@ -147,3 +153,38 @@ def test_replay_reports_how_far_it_read(
             return got, dict(client.k.errors)
 
     assert asyncio.run(main()) == (expected, errors)
+
+
+def test_dispatcher_cpu_is_the_service_grandchildren_cpu() -> None:
+    """``cpu_s.service_dispatcher``: the processes the workers start (the dispatcher), not
+    the workers themselves. A service-shaped tree: top -> worker -> grandchild, the worker
+    and the grandchild each burning about half a second of CPU."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from benchmarks.tracking_bench import _dispatcher_cpu_s, _group_cpu_s
+
+    burn = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.5: pass\n"
+    grandchild = burn + "time.sleep(60)"
+    worker = (
+        f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {grandchild!r}])\n"
+        + burn
+        + "time.sleep(60)"
+    )
+    top = f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {worker!r}]).wait()"
+    proc = subprocess.Popen([sys.executable, "-c", top], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            total, dispatcher = _group_cpu_s([proc.pid]), _dispatcher_cpu_s(proc.pid)
+            if dispatcher >= 0.5 and total - dispatcher >= 0.5:
+                break
+            time.sleep(0.1)
+        assert 0.5 <= dispatcher < 1.0  # the grandchild's burn and start-up only
+        assert total - dispatcher >= 0.5  # the worker's burn is not in it
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
