@@ -124,16 +124,19 @@ def test_position_pacing_recovers_after_a_late_fix() -> None:
         posted: dict[float, float] = {}
         t0 = time.monotonic()
         for i in range(14):
-            due = t0 + i * interval + (0.15 if i == 4 else 0.0)
+            due = t0 + i * interval + (0.19 if i == 4 else 0.0)
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             posted[float(i)] = time.monotonic()
             await store.events.append(_position("c1", float(i)))
         await asyncio.sleep(interval)
         task.cancel()
         await hub.stop()
-        delays = [received[t] - posted[t] for t in sorted(posted) if t >= 8 and t in received]
-        assert len(delays) == 6, sorted(received)
-        assert max(delays) < 0.08, delays
+        # Paced at exactly the interval, the schedule stayed 0.19 s late for good and
+        # every later fix waited 0.09 s (what is over half an interval early); the pace's
+        # slack pays that back within five frames.
+        delays = [received[t] - posted[t] for t in sorted(posted) if t >= 10 and t in received]
+        assert len(delays) == 4, sorted(received)
+        assert max(delays) < 0.05, delays
 
     asyncio.run(run())
 
