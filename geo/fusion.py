@@ -452,6 +452,11 @@ class FusionEngine:
         self.accepted[kind] += 1
         return dev
 
+    def last_t(self, device: str) -> float | None:
+        """Time of the device's last accepted fix (cheaper than :meth:`estimate`)."""
+        dev = self.devices.get(device)
+        return None if dev is None else dev.t
+
     def estimate(self, device: str, t: float | None = None) -> Estimate | None:
         """The device's current estimate, predicted forward to ``t`` when given."""
         dev = self.devices.get(device)

@@ -415,8 +415,8 @@ class Live:
         wrote the stored position itself (its last write's reply showed nobody wrote in
         between) skips the read: with keep-alive connections that is nearly every post.
         """
-        mine = self.fusion.estimate(courier_id)
-        if mine is not None and self._synced.get(courier_id) == mine.t:
+        mine = self.fusion.last_t(courier_id)
+        if mine is not None and self._synced.get(courier_id) == mine:
             return
         try:
             stored = await self.store.get_position(courier_id)
@@ -424,7 +424,7 @@ class Live:
             self._synced.pop(courier_id, None)
             return
         self._synced[courier_id] = stored.t
-        if mine is not None and mine.t >= stored.t:
+        if mine is not None and mine >= stored.t:
             return
         if stored.t >= t:
             return

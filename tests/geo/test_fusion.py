@@ -111,6 +111,8 @@ def test_uncertainty_grows_over_a_gap() -> None:
     assert now is not None and later is not None
     assert later.radius68 > 3 * now.radius68
     assert error_m(later, 79.0, 0.0) < later.radius95  # predicted along the velocity
+    assert engine.last_t("d") == now.t == 19.0  # the prediction moved nothing
+    assert engine.last_t("nobody") is None
 
 
 def test_duplicates_and_out_of_order_are_rejected_and_counted() -> None:
