@@ -172,6 +172,41 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def calibration_fixes(n: int) -> list[dict[str, Any]]:
+    """A courier walking north at about 1 m/s with a little sideways jitter, 1 Hz."""
+    return [
+        {
+            "device": "c",
+            "t": float(i),
+            "kind": "gps",
+            "accuracy": 8.0,
+            "lat": 52.52 + 1e-5 * i,
+            "lon": 13.40 + 5e-6 * (i % 7),
+        }
+        for i in range(n)
+    ]
+
+
+def calibrate(repeats: int = 5, fixes: int = 2000) -> float:
+    """Microseconds per GPS fix fused (``geo``) and its estimate JSON-encoded and read back,
+    the best of ``repeats`` passes: how fast one core of this machine runs the service's
+    kind of Python right now. The machines vary by 2x from day to day (docs/benchmarks.md),
+    so each result carries this figure to be read against."""
+    from geo.estimate import Estimate  # only here: the load generator never needs them
+    from geo.fusion import FusionEngine
+
+    best = math.inf
+    for _ in range(repeats):
+        engine = FusionEngine()
+        t0 = time.perf_counter()
+        for fix in calibration_fixes(fixes):
+            est = engine.process_dict(fix)
+            if isinstance(est, Estimate):
+                orjson.loads(orjson.dumps(est.to_dict()))
+        best = min(best, time.perf_counter() - t0)
+    return round(best / fixes * 1e6, 1)
+
+
 def _load_avg() -> list[float]:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -1498,6 +1533,10 @@ NOTES = [
     "frame, receive wall time minus t, only positions of the order's own courier. The "
     "service coalesces positions to one frame per position_interval_s per subscriber, "
     "which can hold a fix back by up to that interval.",
+    "machine.calibration_us_before / _after: microseconds per GPS fix fused and its "
+    "estimate JSON-encoded and read back, best of 5 passes, before and after the runs: "
+    "this machine's single-core speed for the service's kind of Python that day (lower "
+    "is faster); compare runs of different days against it.",
     "latency_split_ms: each latency sample cut at the event's id (the time the log "
     "appended it): to_log is the observation's way in (client queue, HTTP, fusion, the "
     "store's write), from_log its way out (hub read, fan-out, websocket, client). "
@@ -1543,6 +1582,7 @@ def run(
         clients = max(1, min(4, os.cpu_count() or 1, math.ceil((couriers + watchers) / 2000)))
     machine = machine_info()
     machine["load_avg_before"] = _load_avg()
+    machine["calibration_us_before"] = calibrate()
     runs = []
     for cfg in cfgs:
         if progress is not None:
@@ -1568,6 +1608,7 @@ def run(
         if progress is not None:  # each run as soon as it is known
             progress(f"{cfg.label}: result {json.dumps(runs[-1])}")
     machine["load_avg_after"] = _load_avg()
+    machine["calibration_us_after"] = calibrate()
     return {"runs": runs, "machine": machine, "notes": NOTES}
 
 

@@ -8,7 +8,17 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from benchmarks.tracking_bench import LoadClient, RunConfig, Watcher, parse_configs, run
+from benchmarks.tracking_bench import (
+    LoadClient,
+    RunConfig,
+    Watcher,
+    calibrate,
+    calibration_fixes,
+    parse_configs,
+    run,
+)
+from geo.estimate import Estimate
+from geo.fusion import FusionEngine
 
 REQUIRED = {
     "store",
@@ -38,6 +48,8 @@ def test_tracking_bench_smoke() -> None:
     json.dumps(result)  # one JSON object
     assert [(r["store"], r["workers"]) for r in result["runs"]] == [("memory", 1), ("redis", 2)]
     assert result["machine"]["nproc"] >= 1
+    assert 0 < result["machine"]["calibration_us_before"] < 10_000
+    assert 0 < result["machine"]["calibration_us_after"] < 10_000
     for r in result["runs"]:
         assert set(r) >= REQUIRED
         assert set(r["latency_ms"]) == {"p50", "p99"}
@@ -74,6 +86,15 @@ def test_tracking_bench_smoke() -> None:
         assert {"dispatch_replans", "dispatch_replans_rejected", "dispatch_groups_solved"} <= set(
             last
         )
+
+
+def test_calibration_fuses_every_fix() -> None:
+    # A pass whose fixes were rejected would time the rejection path only, a figure
+    # that says little about the machine: every fix must become an estimate.
+    engine = FusionEngine()
+    out = [engine.process_dict(fix) for fix in calibration_fixes(300)]
+    assert all(isinstance(e, Estimate) for e in out), {type(e).__name__ for e in out}
+    assert calibrate(repeats=1, fixes=50) > 0
 
 
 def test_cli_rejects_bad_configs() -> None:
