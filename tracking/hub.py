@@ -317,8 +317,9 @@ class Channel(Protocol):
 
 
 PACE_SLACK = 0.1
-"""Positions go out at most once per ``(1 - PACE_SLACK) x position_interval_s`` per
-subscriber (about one per interval; see :func:`serve_channel`)."""
+"""Over any stretch of time a subscriber gets at most one position per ``(1 - PACE_SLACK)
+x position_interval_s`` (plus one: a frame may go half an interval early), so about one
+per interval; the slack lets the schedule catch up after a stall (:func:`serve_channel`)."""
 
 
 @dataclass(frozen=True, slots=True)
