@@ -64,7 +64,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -75,6 +75,7 @@ from tracking.runtime import tune_gc
 
 __all__ = [
     "DEFAULT_CONFIGS",
+    "Load",
     "RunConfig",
     "machine_info",
     "parse_configs",
@@ -1202,22 +1203,26 @@ def _wait_assigned(
             time.sleep(min(2.0, 0.25 + (now - started) / 10))
 
 
+@dataclass(frozen=True)
+class Load:
+    """What every configuration of one :func:`run` is put under, and how it is set up."""
+
+    couriers: int
+    watchers: int
+    duration_s: float
+    clients: int
+    deliveries: float = 0.1
+    position_interval_s: float | None = None
+    compression: bool = False
+    appendfsync: str = "always"
+    seed: int = 0
+    setup_timeout_s: float = 600.0
+    work_dir: Path | None = None
+    redis_max_connections: int | None = None
+
+
 def run_one(
-    config: RunConfig,
-    *,
-    couriers: int,
-    watchers: int,
-    duration_s: float,
-    clients: int,
-    deliveries: float = 0.1,
-    position_interval_s: float | None = None,
-    compression: bool = False,
-    appendfsync: str = "always",
-    seed: int = 0,
-    setup_timeout_s: float = 600.0,
-    work_dir: Path | None = None,
-    redis_max_connections: int | None = None,
-    progress: Callable[[str], None] | None = None,
+    config: RunConfig, load: Load, progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
     """One configuration end to end; the ``runs`` entry (see module docstring)."""
     started = time.monotonic()
@@ -1227,29 +1232,30 @@ def run_one(
             progress(f"{config.label}: {what} ({time.monotonic() - started:.1f} s)")
 
     secret = secrets.token_urlsafe(36)
-    homes, orders = make_city(couriers, watchers, seed)
-    clients = max(1, min(clients, couriers, max(watchers, 1)))
+    homes, orders = make_city(load.couriers, load.watchers, load.seed)
+    clients = max(1, min(load.clients, load.couriers, max(load.watchers, 1)))
+    load = replace(load, clients=clients)
     with contextlib.ExitStack() as stack:
-        if work_dir is None:
+        if load.work_dir is None:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="o2o-bench-")))
         else:
-            folder = Path(work_dir) / config.label.replace(":", "-")
+            folder = Path(load.work_dir) / config.label.replace(":", "-")
             folder.mkdir(parents=True, exist_ok=True)
         pgids: dict[str, list[int]] = {"service": [], "redis": [], "load": []}
         store_url = "memory"
         if config.store == "redis":
-            store_url, redis_pgid = stack.enter_context(redis_server(folder, appendfsync))
+            store_url, redis_pgid = stack.enter_context(redis_server(folder, load.appendfsync))
             pgids["redis"].append(redis_pgid)
-            if redis_max_connections is not None:  # redis-py reads pool options from the URL
-                store_url += f"?max_connections={redis_max_connections}"
+            if load.redis_max_connections is not None:  # redis-py reads pool options from the URL
+                store_url += f"?max_connections={load.redis_max_connections}"
         svc = stack.enter_context(
             service(
                 folder,
                 store_url,
                 config.workers,
                 secret,
-                position_interval_s,
-                ws_compression=compression,
+                load.position_interval_s,
+                ws_compression=load.compression,
             )
         )
         pgids["service"].append(svc.proc.pid)
@@ -1265,11 +1271,11 @@ def run_one(
             spec = {
                 "url": svc.url,
                 "secret": secret,
-                "seed": seed * 1000 + i,
+                "seed": load.seed * 1000 + i,
                 "couriers": homes[i::clients],
                 "watchers": orders[i::clients],
-                "deliveries": deliveries,
-                "setup_timeout_s": setup_timeout_s,
+                "deliveries": load.deliveries,
+                "setup_timeout_s": load.setup_timeout_s,
             }
             procs.append(ClientProc(spec, folder / f"client-{i}.log"))
             pgids["load"].append(procs[-1].proc.pid)
@@ -1278,13 +1284,13 @@ def run_one(
         say("shifts started, orders placed, websockets open")
         ops = create_token(secret, "ops", "bench-ops", 6 * 3600)
         open_orders = _wait_assigned(
-            svc.url, ops, watchers, setup_timeout_s, lambda: svc.proc.poll() is None
+            svc.url, ops, load.watchers, load.setup_timeout_s, lambda: svc.proc.poll() is None
         )
         say(f"orders assigned ({open_orders}); couriers start posting")
         setup_s = time.monotonic() - t_setup
         start = time.time() + 0.5
-        t0 = start + min(5.0, max(WARMUP_S, duration_s / 12))
-        t1 = t0 + duration_s
+        t0 = start + min(5.0, max(WARMUP_S, load.duration_s / 12))
+        t1 = t0 + load.duration_s
         for p in procs:
             p.send({"start": start, "t0": t0, "t1": t1})
         time.sleep(max(0.0, t0 - time.time()))
@@ -1327,14 +1333,7 @@ def run_one(
         config,
         results,
         ready,
-        couriers=couriers,
-        watchers=watchers,
-        duration_s=duration_s,
-        clients=clients,
-        position_interval_s=position_interval_s,
-        compression=compression,
-        appendfsync=appendfsync if config.store == "redis" else None,
-        redis_max_connections=redis_max_connections if config.store == "redis" else None,
+        load,
         setup_s=setup_s,
         open_orders=open_orders,
         cpu={k: round(cpu1[k] - cpu0[k], 1) for k in cpu0},
@@ -1387,22 +1386,17 @@ def _summarise(
     config: RunConfig,
     results: list[dict[str, Any]],
     ready: list[dict[str, Any]],
+    load: Load,
     *,
-    couriers: int,
-    watchers: int,
-    duration_s: float,
-    clients: int,
-    position_interval_s: float | None,
-    compression: bool,
-    appendfsync: str | None,
     setup_s: float,
     open_orders: dict[str, int],
     cpu: dict[str, float],
     load_avg: list[float],
     failed: str | None = None,
-    redis_max_connections: int | None = None,
     hub_lag: list[dict[str, float]] | None = None,
 ) -> dict[str, Any]:
+    duration_s, couriers = load.duration_s, load.couriers
+    redis = config.store == "redis"
     errors: Counter[str] = Counter()
     confirm: Counter[str] = Counter()
     lat: list[float] = []
@@ -1458,7 +1452,7 @@ def _summarise(
         "store": config.store,
         "workers": config.workers,
         "couriers": couriers,
-        "watchers": watchers,
+        "watchers": load.watchers,
         "obs_per_s": round(accepted / duration_s, 1),
         "latency_ms": {"p50": _pct(lat, 50), "p99": _pct(lat, 99)},
         "status_sent": total("status_sent"),
@@ -1466,7 +1460,9 @@ def _summarise(
         "errors": sum(errors.values()),
         # -- details (extra keys) --
         "duration_s": duration_s,
-        "position_interval_s": 1.0 if position_interval_s is None else position_interval_s,
+        "position_interval_s": 1.0
+        if load.position_interval_s is None
+        else load.position_interval_s,
         "obs_target_per_s": couriers,
         "obs_posted": total("obs_sent"),
         "obs_rejected": dict(sum((Counter(r["obs_rejected"]) for r in results), Counter())),
@@ -1516,10 +1512,10 @@ def _summarise(
             else {}
         ),
         "load_avg": load_avg,
-        "clients": clients,
-        "ws_compression": compression,
-        "redis_appendfsync": appendfsync,
-        "redis_max_connections": redis_max_connections,
+        "clients": load.clients,
+        "ws_compression": load.compression,
+        "redis_appendfsync": load.appendfsync if redis else None,
+        "redis_max_connections": load.redis_max_connections if redis else None,
         "hub_lag": hub_lag or [],
         "failed": failed,
     }
@@ -1580,6 +1576,20 @@ def run(
         raise ValueError("need couriers >= 1, watchers >= 0, duration > 0, 0 <= deliveries <= 1")
     if clients is None:
         clients = max(1, min(4, os.cpu_count() or 1, math.ceil((couriers + watchers) / 2000)))
+    load = Load(
+        couriers=couriers,
+        watchers=watchers,
+        duration_s=duration_s,
+        clients=clients,
+        deliveries=deliveries,
+        position_interval_s=position_interval_s,
+        compression=compression,
+        appendfsync=appendfsync,
+        seed=seed,
+        setup_timeout_s=setup_timeout_s,
+        work_dir=work_dir,
+        redis_max_connections=redis_max_connections,
+    )
     machine = machine_info()
     machine["load_avg_before"] = _load_avg()
     machine["calibration_us_before"] = calibrate()
@@ -1587,24 +1597,7 @@ def run(
     for cfg in cfgs:
         if progress is not None:
             progress(f"{cfg.label}: {couriers} couriers, {watchers} watchers, {duration_s:g} s")
-        runs.append(
-            run_one(
-                cfg,
-                couriers=couriers,
-                watchers=watchers,
-                duration_s=duration_s,
-                clients=clients,
-                deliveries=deliveries,
-                position_interval_s=position_interval_s,
-                compression=compression,
-                appendfsync=appendfsync,
-                seed=seed,
-                setup_timeout_s=setup_timeout_s,
-                work_dir=work_dir,
-                redis_max_connections=redis_max_connections,
-                progress=progress,
-            )
-        )
+        runs.append(run_one(cfg, load, progress))
         if progress is not None:  # each run as soon as it is known
             progress(f"{cfg.label}: result {json.dumps(runs[-1])}")
     machine["load_avg_after"] = _load_avg()
