@@ -13,6 +13,7 @@ from tracking.channels import CourierChannel, OpsChannel, OrderChannel
 from tracking.events import Event, courier_topic, event_id_key, order_topic
 from tracking.hub import (
     CLOSE_FELL_BEHIND,
+    PACE_SLACK,
     ChannelClosed,
     ChannelLimits,
     Frame,
@@ -139,6 +140,46 @@ def test_position_pacing_recovers_after_a_late_fix() -> None:
         assert max(delays) < 0.05, delays
 
     asyncio.run(run())
+
+
+def test_a_fast_poster_is_still_coalesced_to_about_one_frame_per_interval() -> None:
+    # The pace's slack (PACE_SLACK) lets the schedule catch up after a stall; it must
+    # not let a courier posting ten times a second through at more than about the
+    # interval's rate: over T seconds at most T / pace frames, plus the one that may go
+    # half an interval early and the first.
+    interval, seconds = 0.2, 2.0
+
+    async def run() -> list[float]:
+        store = MemoryStore()
+        await store.put_order(_order())
+        hub = Hub(store.events)
+        hub.start()
+        sent: list[float] = []
+
+        async def send(frame: Frame) -> None:
+            if frame["type"] == "position":
+                sent.append(time.monotonic())
+
+        limits = ChannelLimits(position_interval_s=interval, heartbeat_s=60)
+        task = asyncio.create_task(
+            serve_channel(hub, OrderChannel(store, "o1"), send, limits=limits)
+        )
+        await asyncio.sleep(0.2)
+        t0 = time.monotonic()
+        i = 0
+        while time.monotonic() - t0 < seconds:
+            await store.events.append(_position("c1", 100.0 + i))
+            i += 1
+            await asyncio.sleep(interval / 10)
+        await asyncio.sleep(interval)
+        task.cancel()
+        await hub.stop()
+        return [t - t0 for t in sent if t - t0 <= seconds]
+
+    frames = asyncio.run(run())
+    assert PACE_SLACK <= 0.15  # "about one per interval", as the issue asks
+    pace = interval * (1 - PACE_SLACK)
+    assert seconds / interval - 2 <= len(frames) <= seconds / pace + 2, frames
 
 
 def test_slow_consumer_is_closed_without_slowing_others() -> None:
