@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import OrderedDict
 from typing import Any, cast
 
 import pytest
@@ -274,7 +275,17 @@ def test_dumps_reads_back_as_json_wrote_it(value: Any) -> None:
 
 
 def test_dumps_refuses_nan_hidden_next_to_nulls_and_odd_types() -> None:
-    for bad in ({"a": None, "b": [math.inf]}, {"x": [math.nan]}, {"o": {1, 2}}):
+    class Row(list[Any]):
+        pass
+
+    for bad in (
+        {"a": None, "b": [math.inf]},
+        {"x": [math.nan]},
+        {"o": {1, 2}},
+        # subclasses orjson writes as their base: the check must look inside them too
+        {"a": None, "od": OrderedDict(x=math.nan)},
+        {"a": None, "row": Row([1.0, -math.inf])},
+    ):
         with pytest.raises(BadInput, match="not JSON"):
             dumps(bad)
     assert dumps(cast(Any, {1: "int key"})) == '{"1":"int key"}'  # as json writes it
