@@ -57,6 +57,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -188,24 +189,31 @@ def calibration_fixes(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def calibrate(repeats: int = 5, fixes: int = 2000) -> float:
+def calibrate(passes: int = 20, fixes: int = 500, gap_s: float = 0.05) -> float:
     """Microseconds per GPS fix fused (``geo``) and its estimate JSON-encoded and read back,
-    the best of ``repeats`` passes: how fast one core of this machine runs the service's
-    kind of Python right now. The machines vary by 2x from day to day (docs/benchmarks.md),
-    so each result carries this figure to be read against."""
+    the median of ``passes`` passes spread over about 1.5 s: how fast one core of this
+    machine runs the service's kind of Python around now. The machines vary by 2x from day
+    to day (docs/benchmarks.md), so each result carries this figure to be read against.
+
+    A median, not a best: on the shared machines one pass can be twice as fast as the
+    next a second later, and the best of a few passes was as noisy as the day itself.
+    """
     from geo.estimate import Estimate  # only here: the load generator never needs them
     from geo.fusion import FusionEngine
 
-    best = math.inf
-    for _ in range(repeats):
+    trace = calibration_fixes(fixes)
+    times: list[float] = []
+    for i in range(passes):
+        if i:
+            time.sleep(gap_s)
         engine = FusionEngine()
         t0 = time.perf_counter()
-        for fix in calibration_fixes(fixes):
+        for fix in trace:
             est = engine.process_dict(fix)
             if isinstance(est, Estimate):
                 orjson.loads(orjson.dumps(est.to_dict()))
-        best = min(best, time.perf_counter() - t0)
-    return round(best / fixes * 1e6, 1)
+        times.append(time.perf_counter() - t0)
+    return round(statistics.median(times) / fixes * 1e6, 1)
 
 
 def _load_avg() -> list[float]:
@@ -1530,9 +1538,10 @@ NOTES = [
     "service coalesces positions to one frame per position_interval_s per subscriber, "
     "which can hold a fix back by up to that interval.",
     "machine.calibration_us_before / _after: microseconds per GPS fix fused and its "
-    "estimate JSON-encoded and read back, best of 5 passes, before and after the runs: "
-    "this machine's single-core speed for the service's kind of Python that day (lower "
-    "is faster); compare runs of different days against it.",
+    "estimate JSON-encoded and read back, median of 20 passes over ~1.5 s, before and "
+    "after the runs: this machine's single-core speed for the service's kind of Python "
+    "around then (lower is faster; on a shared machine it moves by ~15 % from one call "
+    "to the next); compare runs of different days against it.",
     "latency_split_ms: each latency sample cut at the event's id (the time the log "
     "appended it): to_log is the observation's way in (client queue, HTTP, fusion, the "
     "store's write), from_log its way out (hub read, fan-out, websocket, client). "

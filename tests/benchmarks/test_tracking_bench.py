@@ -94,7 +94,7 @@ def test_calibration_fuses_every_fix() -> None:
     engine = FusionEngine()
     out = [engine.process_dict(fix) for fix in calibration_fixes(300)]
     assert all(isinstance(e, Estimate) for e in out), {type(e).__name__ for e in out}
-    assert calibrate(repeats=1, fixes=50) > 0
+    assert calibrate(passes=3, fixes=50, gap_s=0.0) > 0
 
 
 def test_cli_rejects_bad_configs() -> None:
