@@ -1540,8 +1540,8 @@ NOTES = [
     "machine.calibration_us_before / _after: microseconds per GPS fix fused and its "
     "estimate JSON-encoded and read back, median of 20 passes over ~1.5 s, before and "
     "after the runs: this machine's single-core speed for the service's kind of Python "
-    "around then (lower is faster; on a shared machine it moves by ~15 % from one call "
-    "to the next); compare runs of different days against it.",
+    "around then (lower is faster; on a shared machine six calls back to back ranged "
+    "39-59 us, so a rough guide); compare runs of different days against it.",
     "latency_split_ms: each latency sample cut at the event's id (the time the log "
     "appended it): to_log is the observation's way in (client queue, HTTP, fusion, the "
     "store's write), from_log its way out (hub read, fan-out, websocket, client). "
