@@ -250,11 +250,17 @@ def _group_cpu_s(pgids: Iterable[int]) -> float:
     return sum(cpu for _, cpu in _group_procs(pgids).values())
 
 
-def _dispatcher_cpu_s(service_pid: int) -> float:
-    """CPU seconds of the service's grandchildren: the dispatcher process the leading
-    worker runs (``o2o serve`` -> workers -> dispatcher), a part of the service's CPU
-    that varies from run to run with how many re-plans find work to do."""
+def _dispatcher_cpu_s(service_pid: int, workers: int) -> float:
+    """CPU seconds of the dispatcher process the leading worker runs, a part of the
+    service's CPU that varies from run to run with how many re-plans find work to do.
+
+    With several workers it is a grandchild of ``o2o serve`` (serve -> workers ->
+    dispatcher); with one, uvicorn runs the app in the serve process itself and the
+    dispatcher is its child. multiprocessing's resource tracker, an idle sibling of the
+    dispatcher, is counted with it."""
     procs = _group_procs([service_pid])
+    if workers <= 1:
+        return sum(cpu for ppid, cpu in procs.values() if ppid == service_pid)
     return sum(cpu for ppid, cpu in procs.values() if procs.get(ppid, (0, 0.0))[0] == service_pid)
 
 
@@ -1304,7 +1310,7 @@ def run_one(
         time.sleep(max(0.0, t0 - time.time()))
         cpu0 = {k: _group_cpu_s(v) for k, v in pgids.items()}
         cpu0["machine"] = _busy_cpu_s()
-        cpu0["dispatcher"] = _dispatcher_cpu_s(svc.proc.pid)
+        cpu0["dispatcher"] = _dispatcher_cpu_s(svc.proc.pid, config.workers)
         load0 = _load_avg()
         # The service's own view every ~10 s, from a thread: a saturated service may
         # take many seconds to answer, which must not shift the CPU window's end.
@@ -1323,7 +1329,7 @@ def run_one(
         time.sleep(max(0.0, t1 - time.time()))
         cpu1 = {k: _group_cpu_s(v) for k, v in pgids.items()}
         cpu1["machine"] = _busy_cpu_s()
-        cpu1["dispatcher"] = _dispatcher_cpu_s(svc.proc.pid)
+        cpu1["dispatcher"] = _dispatcher_cpu_s(svc.proc.pid, config.workers)
         load1 = _load_avg()
         window_over.set()
         sampler.join(HUB_SCRAPE_TIMEOUT_S)
