@@ -65,7 +65,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -193,7 +193,7 @@ def calibrate(passes: int = 20, fixes: int = 500, gap_s: float = 0.05) -> float:
     """Microseconds per GPS fix fused (``geo``) and its estimate JSON-encoded and read back,
     the median of ``passes`` passes spread over about 1.5 s: how fast one core of this
     machine runs the service's kind of Python around now. The machines vary by 2x from day
-    to day (docs/benchmarks.md), so each result carries this figure to be read against.
+    to day (docs/benchmarks.md); this is a rough indicator of that, not a normaliser.
 
     A median, not a best: on the shared machines one pass can be twice as fast as the
     next a second later, and the best of a few passes was as noisy as the day itself.
@@ -1247,8 +1247,7 @@ def run_one(
 
     secret = secrets.token_urlsafe(36)
     homes, orders = make_city(load.couriers, load.watchers, load.seed)
-    clients = max(1, min(load.clients, load.couriers, max(load.watchers, 1)))
-    load = replace(load, clients=clients)
+    clients = load.clients
     with contextlib.ExitStack() as stack:
         if load.work_dir is None:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="o2o-bench-")))
@@ -1411,6 +1410,7 @@ def _summarise(
 ) -> dict[str, Any]:
     duration_s, couriers = load.duration_s, load.couriers
     redis = config.store == "redis"
+    interval_s = 1.0 if load.position_interval_s is None else load.position_interval_s
     errors: Counter[str] = Counter()
     confirm: Counter[str] = Counter()
     lat: list[float] = []
@@ -1474,9 +1474,7 @@ def _summarise(
         "errors": sum(errors.values()),
         # -- details (extra keys) --
         "duration_s": duration_s,
-        "position_interval_s": 1.0
-        if load.position_interval_s is None
-        else load.position_interval_s,
+        "position_interval_s": interval_s,
         "obs_target_per_s": couriers,
         "obs_posted": total("obs_sent"),
         "obs_rejected": dict(sum((Counter(r["obs_rejected"]) for r in results), Counter())),
@@ -1591,6 +1589,7 @@ def run(
         raise ValueError("need couriers >= 1, watchers >= 0, duration > 0, 0 <= deliveries <= 1")
     if clients is None:
         clients = max(1, min(4, os.cpu_count() or 1, math.ceil((couriers + watchers) / 2000)))
+    clients = max(1, min(clients, couriers, max(watchers, 1)))  # each one has work
     load = Load(
         couriers=couriers,
         watchers=watchers,
