@@ -834,8 +834,9 @@ class LoadClient:
             self.k.error(f"ws_error_frame_{f.get('reason', '?')}")
 
     async def watch(self, w: Watcher) -> None:
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake
+        from websockets.exceptions import InvalidHandshake
+
+        from benchmarks.ws_watch import watch_socket
 
         resume: str | None = None
         failures = 0
@@ -847,31 +848,28 @@ class LoadClient:
             code: object = "eof"
             await self.connect_gate.acquire()  # ramp up: a few openings at a time
             held = True
+
+            def on_text(text: str) -> None:
+                nonlocal held
+                if held:
+                    held = False
+                    self.connect_gate.release()
+                self.on_frame(w, text)
+                w.connected.set()
+
             try:
-                async with connect(
-                    url,
-                    compression=self.compression,
-                    proxy=None,
-                    ping_interval=None,
-                    open_timeout=60,
-                    close_timeout=2,
-                    max_queue=None,
-                ) as ws:
-                    w.ws = ws
-                    async for message in ws:
-                        if held:
-                            held = False
-                            self.connect_gate.release()
-                        self.on_frame(w, message)
-                        w.connected.set()
-                    code = ws.close_code
-            except ConnectionClosed as e:
-                code = e.rcvd.code if e.rcvd is not None else "abnormal"
+                ws = await watch_socket(
+                    url, on_text, compression=self.compression == "deflate", open_timeout_s=60
+                )
+                w.ws = ws
+                rcvd = await ws.closed
+                code = "abnormal" if rcvd is None else rcvd
             except (OSError, TimeoutError, InvalidHandshake) as e:
                 code = type(e).__name__
             finally:
                 w.ws = None
                 if held:
+                    held = False
                     self.connect_gate.release()
             if self.closing:
                 return
