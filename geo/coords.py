@@ -22,6 +22,16 @@ EARTH_RADIUS_M = 6_371_008.8
 _NULL_ISLAND_M = 1_000.0
 
 
+def as_float(v: float) -> float:
+    """``float(v)``, with an integer too large for a float (JSON allows any number of
+    digits; Python parses them exactly) as an infinity instead of ``OverflowError``, so
+    the callers' finiteness checks reject it like any other non-finite value."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
+
+
 def validate_latlon(lat: float, lon: float, *, allow_null_island: bool = False) -> None:
     """Raise :class:`InvalidCoordinate` unless ``lat``/``lon`` is a usable position.
 
@@ -32,7 +42,7 @@ def validate_latlon(lat: float, lon: float, *, allow_null_island: bool = False) 
         raise InvalidCoordinate("not_a_number", f"lat/lon must be numbers, got {lat!r}, {lon!r}")
     if isinstance(lat, bool) or isinstance(lon, bool):
         raise InvalidCoordinate("not_a_number", "lat/lon must be numbers, not booleans")
-    if not (math.isfinite(lat) and math.isfinite(lon)):
+    if not (math.isfinite(as_float(lat)) and math.isfinite(as_float(lon))):
         raise InvalidCoordinate("non_finite", f"lat/lon must be finite, got {lat}, {lon}")
     if not -90.0 <= lat <= 90.0:
         raise InvalidCoordinate("out_of_range", f"latitude {lat} outside [-90, 90]")

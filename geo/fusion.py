@@ -50,7 +50,7 @@ from typing import Any
 
 import h3
 
-from geo.coords import LocalFrame
+from geo.coords import LocalFrame, as_float
 from geo.errors import GeoError, InvalidObservation
 from geo.estimate import R68_PER_SIGMA, R95_PER_SIGMA, Estimate, PositionFix
 from geo.observations import GpsFix, Kind, Observation, observation_from_dict
@@ -148,6 +148,8 @@ class BatchResult:
 
     estimates: dict[str, Estimate]
     rejected: list[Rejected]
+    rejected_at: list[int] = field(default_factory=list)
+    """Each rejection's position in the batch (``(t, kind)`` does not tell duplicates apart)."""
 
 
 class DeviceFilter:
@@ -374,7 +376,7 @@ class FusionEngine:
             kind = record.get("kind") if isinstance(record, Mapping) else None
             return self._reject(
                 str(device) if device is not None else "",
-                float(t) if isinstance(t, int | float) and not isinstance(t, bool) else math.nan,
+                as_float(t) if isinstance(t, int | float) and not isinstance(t, bool) else math.nan,
                 str(kind) if kind is not None else "",
                 e.reason,
                 str(e),
@@ -403,13 +405,16 @@ class FusionEngine:
         ingest = self._ingest
         touched: dict[str, DeviceFilter] = {}
         rejected: list[Rejected] = []
-        for obs in observations:
+        rejected_at: list[int] = []
+        for k, obs in enumerate(observations):
             r = ingest(obs)
             if isinstance(r, Rejected):
                 rejected.append(r)
+                rejected_at.append(k)
             else:
                 touched[obs.device] = r
-        return BatchResult({d: self._estimate(d, f, f.t) for d, f in touched.items()}, rejected)
+        estimates = {d: self._estimate(d, f, f.t) for d, f in touched.items()}
+        return BatchResult(estimates, rejected, rejected_at)
 
     def _ingest(self, obs: Observation) -> DeviceFilter | Rejected:
         cfg = self.config

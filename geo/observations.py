@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from geo.coords import validate_latlon
+from geo.coords import as_float, validate_latlon
 from geo.errors import InvalidCoordinate, InvalidObservation
 
 Kind = Literal["gps", "wifi", "beacon", "cell"]
@@ -93,9 +93,10 @@ def _number(d: Mapping[str, Any], key: str, *, required: bool = True) -> float |
     v = d[key]
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise InvalidObservation("bad_type", f"field {key!r} must be a number, got {v!r}")
-    f = float(v)
+    f = as_float(v)
     if not math.isfinite(f):
-        raise InvalidObservation("non_finite", f"field {key!r} must be finite, got {v!r}")
+        got = v if isinstance(v, float) else "an integer too large for a float"
+        raise InvalidObservation("non_finite", f"field {key!r} must be finite, got {got}")
     return f
 
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geo.coords import validate_latlon
+from geo.coords import as_float, validate_latlon
 from geo.errors import GeoError, InvalidCoordinate
 
 DEFAULT_WIFI_TX_POWER = -40.0
@@ -68,9 +68,10 @@ def _num(entry: Mapping[str, Any], key: str, where: str, default: float | None =
     v = entry.get(key, default)
     if v is None or isinstance(v, bool) or not isinstance(v, int | float):
         raise RegistryError("bad_entry", f"{where}: {key!r} must be a number, got {v!r}")
-    if not math.isfinite(v):
+    f = as_float(v)
+    if not math.isfinite(f):
         raise RegistryError("bad_entry", f"{where}: {key!r} must be finite")
-    return float(v)
+    return f
 
 
 def _pos(entry: Mapping[str, Any], where: str) -> tuple[float, float]:

@@ -28,7 +28,7 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon, mapping
 
 from geo.cells import validate_latlon_arrays
-from geo.coords import EARTH_RADIUS_M, haversine_m, validate_latlon
+from geo.coords import EARTH_RADIUS_M, as_float, haversine_m, validate_latlon
 from geo.errors import GeoError
 from geo.estimate import R68_PER_SIGMA, Estimate
 
@@ -103,7 +103,7 @@ def _parse_ring(
                 feature=idx,
                 feature_id=fid,
             )
-        lon, lat = float(pos[0]), float(pos[1])
+        lon, lat = as_float(pos[0]), as_float(pos[1])
         if not (math.isfinite(lon) and math.isfinite(lat)):
             raise ZoneError(
                 "non_finite",

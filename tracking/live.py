@@ -344,8 +344,7 @@ class Live:
             )
         now = self.clock()
         rejected: list[dict[str, Any]] = []
-        good: list[Observation] = []
-        where: dict[tuple[float, str], int] = {}
+        good: list[tuple[Observation, int]] = []
         for i, rec in enumerate(records):
             if isinstance(rec, Mapping) and "device" not in rec:
                 rec = {**rec, "device": courier_id}
@@ -373,16 +372,15 @@ class Live:
             elif obs.t < now - self.config.obs_max_age_s:
                 rejected.append({"index": i, "reason": "too_old", "detail": "t is over a day old"})
             else:
-                good.append(obs)
-                where.setdefault((obs.t, obs.kind), i)
-        good.sort(key=lambda o: o.t)
+                good.append((obs, i))
+        good.sort(key=lambda pair: pair[0].t)
         if good:
-            await self._reseed(courier_id, good[0].t)
-        result = self.fusion.process_batch(good)
-        for r in result.rejected:
+            await self._reseed(courier_id, good[0][0].t)
+        result = self.fusion.process_batch(obs for obs, _ in good)
+        for r, k in zip(result.rejected, result.rejected_at, strict=True):
             rejected.append(
                 {
-                    "index": where.get((r.t, r.kind)),
+                    "index": good[k][1],
                     "t": r.t,
                     "reason": r.reason,
                     "detail": r.message or r.reason,

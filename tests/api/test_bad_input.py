@@ -150,7 +150,9 @@ def order_doc(**changes: Any) -> dict[str, Any]:
 
 # -- numbers ---------------------------------------------------------------------------
 
-NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"]
+NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "1" + "0" * 400, "-" + "9" * 400]
+"""JSON has no NaN or infinities, but parsers take them; an integer of 400 digits is
+valid JSON that Python parses exactly and no float can hold."""
 X = "__number__"
 """Where a raw number literal goes (json.dumps cannot write NaN into a chosen slot)."""
 
@@ -182,7 +184,7 @@ NUMBER_SLOTS: dict[str, tuple[str, str, Any]] = {
 }
 
 
-@pytest.mark.parametrize("literal", NON_FINITE)
+@pytest.mark.parametrize("literal", NON_FINITE, ids=lambda v: v if len(v) < 10 else f"int{len(v)}")
 @pytest.mark.parametrize("slot", list(NUMBER_SLOTS))
 def test_non_finite_numbers_are_422(api: Api, slot: str, literal: str) -> None:
     method, path, doc = NUMBER_SLOTS[slot]
@@ -228,6 +230,49 @@ def test_bad_items_in_a_batch_do_not_cost_the_good_ones(api: Api) -> None:
     assert doc["accepted"] == 1
     assert [x["index"] for x in doc["rejected"]] == [1, 2, 3, 4]
     assert doc["rejected"][0]["reason"] == "non_finite"
+
+
+def test_a_huge_integer_costs_only_its_own_item(api: Api) -> None:
+    t = time.time()
+    good = {"t": t, "kind": "gps", **NEAR_PICKUP, "accuracy": 5.0}
+    batch = json.dumps([good, {**good, "t": t + 0.5, "accuracy": X}]).replace(
+        f'"{X}"', "1" + "0" * 400
+    )
+    r = raw(api, "POST", f"/v1/couriers/{BOB}/observations", batch)
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 1
+    assert [(x["index"], x["reason"]) for x in r.json()["rejected"]] == [(1, "non_finite")]
+
+
+@pytest.mark.parametrize(
+    ("offsets", "rejected"),
+    [([0.0, 0.0, 1.0], [1]), ([1.0, 2.0, 1.0], [2]), ([2.0, 1.0, 1.0], [2])],
+    ids=["same-t-twice", "late-duplicate", "duplicate-after-sorting"],
+)
+def test_rejected_duplicates_name_their_own_index(
+    api: Api, offsets: list[float], rejected: list[int]
+) -> None:
+    """The batch is fused in time order; a rejection names the item that was rejected,
+    not an accepted one with the same time."""
+    t = time.time() - 5
+    items = [
+        {
+            "t": t + dt,
+            "kind": "gps",
+            "lat": NEAR_PICKUP["lat"] + i * 1e-5,
+            "lon": 13.4055,
+            "accuracy": 5.0,
+        }
+        for i, dt in enumerate(offsets)
+    ]
+    who = f"dup-{len(api.made)}-{time.monotonic_ns()}"
+    with api.server.client(token("courier", who)) as c:
+        start = {"action": "start", **NEAR_PICKUP}
+        assert c.post(f"/v1/couriers/{who}/shift", json=start).status_code == 200
+        r = c.post(f"/v1/couriers/{who}/observations", json=items)
+        c.post(f"/v1/couriers/{who}/shift", json={"action": "end"})
+    assert r.status_code == 200, r.text
+    assert [x["index"] for x in r.json()["rejected"]] == rejected, r.json()
 
 
 def test_a_fix_beyond_the_service_latitude_never_poisons_the_courier(api: Api) -> None:
