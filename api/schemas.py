@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from dispatch.dispatcher import DispatchSettings
+from dispatch.dispatcher import SETTING_RANGES, DispatchSettings
 
 Lat = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
 Lon = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
@@ -182,11 +182,16 @@ class ObservationDoc(BaseModel):
 
 
 def _settings_model() -> type[BaseModel]:
+    """Every field optional, with its sane range (documented in OpenAPI) and strict types
+    (``"seed": true`` or ``"5"`` is refused, not read as 1 or 5)."""
     hints = get_type_hints(DispatchSettings)
-    spec: dict[str, Any] = {f.name: (hints[f.name] | None, None) for f in fields(DispatchSettings)}
+    spec: dict[str, Any] = {}
+    for f in fields(DispatchSettings):
+        lo, hi = SETTING_RANGES.get(f.name, (None, None))
+        spec[f.name] = (hints[f.name] | None, Field(None, ge=lo, le=hi))
     return create_model(
         "DispatchSettingsIn",
-        __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
+        __config__=ConfigDict(extra="forbid", allow_inf_nan=False, strict=True),
         **spec,
     )
 

@@ -87,6 +87,30 @@ class DispatchSettings:
     """Hard latest drop-off for orders without ``latest_by`` (None: no hard limit)."""
 
 
+SETTING_RANGES: dict[str, tuple[float, float]] = {
+    "replan_every_s": (0.0, 3600.0),
+    "solve_time_limit_s": (0.001, 30.0),
+    "solution_limit": (1, 10_000_000),
+    "seed": (0, 2**31 - 1),
+    "lateness_weight": (0, 100),
+    "churn_s": (0, 3600),
+    "waiting_weight": (0, 100),
+    "lock_within_s": (0.0, 86_400.0),
+    "max_couriers_per_solve": (1, 1000),
+    "full_replan_every_s": (0.0, 86_400.0),
+    "insertion_candidates": (1, 100),
+    "delay_threshold_s": (0.0, 86_400.0),
+    "delay_growth_s": (0.0, 86_400.0),
+    "eta_change_s": (0.0, 3600.0),
+    "default_latest_after_promise_s": (0.0, 7 * 86_400.0),
+}
+"""Sane range of each numeric :class:`DispatchSettings` field, inclusive, for operators'
+input. Outside them the solver breaks rather than misbehaves: costs are int64 in
+OR-Tools (a lateness weight of 2**63 overflowed every re-plan), weights beyond ~100 make
+an hour's lateness outweigh :data:`DROP_PENALTY`, and a solution limit of 0 is refused
+as invalid search parameters."""
+
+
 # -- events out ----------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class RouteChanged:

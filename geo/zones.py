@@ -33,6 +33,9 @@ from geo.errors import GeoError
 from geo.estimate import R68_PER_SIGMA, Estimate
 
 _M_PER_DEG = math.radians(1.0) * EARTH_RADIUS_M
+MAX_PROPERTY_DEPTH = 16
+"""Nesting allowed in a feature's ``properties``: deeper documents are refused when the
+zones are put, not stored and then impossible to serialise back (every later read failed)."""
 
 
 class ZoneError(GeoError):
@@ -203,11 +206,35 @@ def _parse_feature(feat: object, idx: int) -> Zone:
         props_raw = {}
     if not isinstance(props_raw, Mapping):
         raise ZoneError("bad_feature", "properties must be an object or null", feature=idx)
+    if _depth(props_raw) > MAX_PROPERTY_DEPTH:
+        raise ZoneError(
+            "bad_feature", f"properties nested deeper than {MAX_PROPERTY_DEPTH} levels", feature=idx
+        )
     props = dict(props_raw)
     fid = _ident(feat.get("id")) or _ident(props.get("id")) or _ident(props.get("name"))
     zid = fid if fid is not None else str(idx)
     geometry = _parse_geometry(feat.get("geometry"), idx, zid)
     return Zone(zid, _default_name(zid, props), geometry, props)
+
+
+def _depth(value: object) -> int:
+    """Nesting depth of a JSON value (a scalar is 0, ``{}`` and ``[]`` are 1), iteratively."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, Mapping):
+            children: Iterable[object] = v.values()
+        elif isinstance(v, list | tuple):
+            children = v
+        else:
+            deepest = max(deepest, d)
+            continue
+        deepest = max(deepest, d + 1)
+        if deepest > MAX_PROPERTY_DEPTH:
+            return deepest  # no need to walk the rest
+        stack.extend((c, d + 1) for c in children)
+    return deepest
 
 
 def _default_name(zone_id: str, props: Mapping[str, Any]) -> str:

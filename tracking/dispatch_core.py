@@ -31,7 +31,7 @@ from geo.travel import TravelTimeModel
 from tracking.codec import courier_from_dict, order_from_dict
 from tracking.errors import TrackingError
 from tracking.events import Event
-from tracking.live import settings_from_doc
+from tracking.live import settings_from_stored
 from tracking.runtime import tune_gc
 
 Positions = dict[str, tuple[Place, float, float]]
@@ -86,7 +86,7 @@ class DispatchCore:
         d, p = self.d, e.payload
         try:
             if e.type == "settings_updated":
-                d.settings = settings_from_doc(p.get("settings"), self.base)
+                d.settings = settings_from_stored(p.get("settings"), self.base)
                 return Outcome(())
             if e.type == "courier_updated":
                 c = courier_from_dict(p["courier"])

@@ -60,7 +60,7 @@ from tracking.events import (
     is_stub,
     order_topic,
 )
-from tracking.live import SETTINGS_DOC, order_event, settings_from_doc
+from tracking.live import SETTINGS_DOC, order_event, settings_from_stored
 from tracking.store import StateStore
 from tracking.tasks import cancel_and_wait
 
@@ -239,7 +239,7 @@ class DispatchLoop:
     async def _lead(self) -> None:
         log_ = self.reader_log
         cursor = await log_.last_id()
-        settings = settings_from_doc(await self.store.get_doc(SETTINGS_DOC), self.base_settings)
+        settings = settings_from_stored(await self.store.get_doc(SETTINGS_DOC), self.base_settings)
         couriers = []
         for c in await self.store.list_couriers():
             if not c.on_shift:

@@ -16,6 +16,7 @@ positions (ops views of an area).
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import time
@@ -25,7 +26,7 @@ from typing import Any, Literal
 
 import h3
 
-from dispatch.dispatcher import DispatchSettings
+from dispatch.dispatcher import SETTING_RANGES, DispatchSettings
 from dispatch.model import Courier, DeliveryMode, DispatchError, Order, Place
 from geo.coords import haversine_m
 from geo.errors import GeoError, InvalidObservation
@@ -38,6 +39,8 @@ from tracking.codec import courier_to_dict, estimate_to_dict, order_to_dict
 from tracking.errors import BadInput, Conflict, NotFound, TrackingError
 from tracking.events import OPS_TOPIC, Event, EventType, cell_topic, courier_topic, order_topic
 from tracking.store import GEO_MAX_LAT, StateStore, check_point
+
+log = logging.getLogger("o2o.live")
 
 POSITION_CELL_RES = 7
 """H3 resolution of the ``h3:<cell>`` topics positions are published on (~5 km² cells)."""
@@ -539,7 +542,7 @@ class Live:
         return self._zones
 
     async def settings(self) -> DispatchSettings:
-        return settings_from_doc(await self.store.get_doc(SETTINGS_DOC), self.base_settings)
+        return settings_from_stored(await self.store.get_doc(SETTINGS_DOC), self.base_settings)
 
     async def put_settings(self, doc: Mapping[str, Any]) -> DispatchSettings:
         """Replace the operator's dispatch settings (keys of DispatchSettings); the
@@ -584,13 +587,35 @@ def settings_from_doc(doc: dict[str, Any] | None, base: DispatchSettings) -> Dis
             kinds = (int, float, type(None))
         if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, kinds):
             raise BadInput("bad_setting", f"{name} must be like {default!r}, got {value!r}")
-        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise BadInput("bad_setting", f"{name} must be >= 0, got {value!r}")
-    if merged.solve_time_limit_s <= 0 or merged.solve_time_limit_s > 30:
-        raise BadInput("bad_setting", "solve_time_limit_s must be in (0, 30]")
-    if merged.max_couriers_per_solve < 1 or merged.insertion_candidates < 1:
-        raise BadInput("bad_setting", "max_couriers_per_solve and insertion_candidates >= 1")
+        lo, hi = SETTING_RANGES.get(name, (-math.inf, math.inf))
+        if isinstance(value, int | float) and not isinstance(value, bool) and not lo <= value <= hi:
+            got = str(value)[:40]
+            raise BadInput("bad_setting", f"{name} must be in [{lo:g}, {hi:g}], got {got}")
     return merged
+
+
+def settings_from_stored(doc: dict[str, Any] | None, base: DispatchSettings) -> DispatchSettings:
+    """:func:`settings_from_doc` for a document already stored (or an event already
+    logged): a value a newer version refuses (say, out of a range tightened since it
+    was saved) is dropped with a warning, keeping the rest, so one stale setting never
+    stops the dispatcher or the settings route."""
+    try:
+        return settings_from_doc(doc, base)
+    except BadInput:
+        pass
+    kept: dict[str, Any] = {}
+    for name, value in (doc or {}).items():
+        try:
+            settings_from_doc({name: value}, base)
+        except BadInput as e:
+            log.warning("ignoring stored dispatch setting %s: %s", name[:40], e)
+        else:
+            kept[name] = value
+    try:
+        return settings_from_doc(kept, base)
+    except BadInput as e:  # valid one by one, not together
+        log.warning("ignoring stored dispatch settings: %s", e)
+        return base
 
 
 def _same_request(stored: Order, new: Order, req: OrderRequest) -> bool:

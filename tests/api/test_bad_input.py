@@ -580,10 +580,25 @@ def test_extra_fields_are_422(api: Api, method: str, path: str, body: Any) -> No
         ("POST", "/v1/couriers/bob/observations", {"t": 1, "kind": "gps"}),
         ("POST", "/v1/couriers/bob/observations", [{"t": "now", "kind": "gps"}]),
         ("PUT", "/v1/zones", []),
+        (
+            "PUT",
+            "/v1/zones",
+            {
+                "type": "Feature",
+                "properties": {"x": json.loads("[" * 300 + "]" * 300)},
+                "geometry": {"type": "Polygon", "coordinates": [[[13, 52], [14, 52], [14, 53]]]},
+            },
+        ),
         ("PUT", "/v1/zones", {"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]}),
         ("PUT", "/v1/dispatch/settings", {"seed": "x"}),
         ("PUT", "/v1/dispatch/settings", {"solve_time_limit_s": 0}),
         ("PUT", "/v1/dispatch/settings", {"lateness_weight": -1}),
+        ("PUT", "/v1/dispatch/settings", {"lateness_weight": 2**63}),  # int64 overflow
+        ("PUT", "/v1/dispatch/settings", {"lateness_weight": 10**9}),  # every solve refused
+        ("PUT", "/v1/dispatch/settings", {"solution_limit": 0}),  # invalid search params
+        ("PUT", "/v1/dispatch/settings", {"seed": True}),
+        ("PUT", "/v1/dispatch/settings", {"replan_every_s": "5"}),
+        ("PUT", "/v1/dispatch/settings", {"insertion_candidates": 10**6}),
         ("GET", "/v1/orders?status=bogus", None),
         ("GET", "/v1/orders?limit=0", None),
         ("GET", "/v1/orders?limit=ten", None),
@@ -592,6 +607,8 @@ def test_extra_fields_are_422(api: Api, method: str, path: str, body: Any) -> No
 def test_wrong_shapes_and_types_are_422(api: Api, method: str, path: str, body: Any) -> None:
     with api.ops() as ops:
         assert_problem(ops.request(method, path, json=body), 422)
+        assert ops.get("/v1/zones").status_code == 200  # nothing half-stored
+        assert ops.get("/v1/dispatch/settings").status_code == 200
 
 
 def test_unknown_paths_and_methods_are_problems(api: Api) -> None:

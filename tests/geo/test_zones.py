@@ -274,6 +274,27 @@ def test_other_bad_geojson() -> None:
     assert e.value.reason == "bad_feature" and e.value.feature == 3
 
 
+def test_properties_nested_too_deep_are_refused_and_normal_ones_round_trip() -> None:
+    from geo.zones import MAX_PROPERTY_DEPTH
+
+    def nested(depth: int) -> Any:
+        v: Any = 1
+        for level in range(depth):
+            v = [v] if level % 2 else {"k": v}
+        return v
+
+    ring = [[77.6, 12.9], [77.7, 12.9], [77.7, 13.0], [77.6, 12.9]]
+    geom = {"type": "Polygon", "coordinates": [ring]}
+    ok = {"type": "Feature", "properties": {"x": nested(MAX_PROPERTY_DEPTH - 1)}, "geometry": geom}
+    assert ZoneIndex.from_geojson(ok).to_geojson()["features"][0]["properties"]["x"] == nested(
+        MAX_PROPERTY_DEPTH - 1
+    )
+    deep = {**ok, "properties": {"x": nested(300)}}
+    with pytest.raises(ZoneError) as e:
+        ZoneIndex.from_geojson({"type": "FeatureCollection", "features": [ok, deep]})
+    assert e.value.reason == "bad_feature" and e.value.feature == 1
+
+
 def test_unclosed_ring_is_closed() -> None:
     geom = {"type": "Polygon", "coordinates": [[[77.6, 12.9], [77.7, 12.9], [77.7, 13.0]]]}
     assert ZoneIndex.from_geojson(geom).zone_of(12.92, 77.69) == "0"

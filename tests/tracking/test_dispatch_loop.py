@@ -253,3 +253,23 @@ async def _is_leading(loop: DispatchLoop) -> bool:
 
 async def _has(seen: list[Positions]) -> bool:
     return bool(seen)
+
+
+def test_stored_settings_out_of_range_are_dropped_not_fatal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A settings document saved before a range was tightened (or written by hand) must
+    not stop the dispatcher: the bad key is dropped with a warning, the rest apply."""
+    from dispatch.dispatcher import DispatchSettings
+    from tracking.errors import BadInput
+    from tracking.live import settings_from_doc, settings_from_stored
+
+    base = DispatchSettings()
+    stored = {"lateness_weight": 2**63, "churn_s": 60, "seed": "x"}
+    with pytest.raises(BadInput):
+        settings_from_doc(stored, base)
+    with caplog.at_level("WARNING", logger="o2o.live"):
+        got = settings_from_stored(stored, base)
+    assert (got.lateness_weight, got.churn_s, got.seed) == (base.lateness_weight, 60, base.seed)
+    assert "lateness_weight" in caplog.text and "seed" in caplog.text
+    assert settings_from_stored(None, base) == base
