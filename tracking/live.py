@@ -16,6 +16,8 @@ positions (ops views of an area).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import secrets
@@ -38,7 +40,7 @@ from geo.zones import Geofence, ZoneError, ZoneIndex, inside_probability
 from tracking.codec import courier_to_dict, estimate_to_dict, order_to_dict
 from tracking.errors import BadInput, Conflict, NotFound, TrackingError
 from tracking.events import OPS_TOPIC, Event, EventType, cell_topic, courier_topic, order_topic
-from tracking.store import GEO_MAX_LAT, StateStore, check_point
+from tracking.store import GEO_MAX_LAT, StateStore, check_idempotency_key, check_point
 
 log = logging.getLogger("o2o.live")
 
@@ -224,9 +226,13 @@ class Live:
         if idempotency_key is None:
             await self.store.put_order(order, events=[event])
             return order, True
-        key = f"{customer_id}:{idempotency_key}"
-        stored, created = await self.store.put_order_idempotent(key, order, events=[event])
-        if not created and not _same_request(stored, order, req):
+        check_idempotency_key(idempotency_key)
+        stored, created = await self.store.put_order_idempotent(
+            _idempotency_slot(customer_id, idempotency_key), order, events=[event]
+        )
+        if not created and (
+            stored.customer_id != customer_id or not _same_request(stored, order, req)
+        ):
             raise Conflict(
                 "idempotency_key_reused",
                 "this Idempotency-Key was used for a different order; use a new key",
@@ -616,6 +622,15 @@ def settings_from_stored(doc: dict[str, Any] | None, base: DispatchSettings) -> 
     except BadInput as e:  # valid one by one, not together
         log.warning("ignoring stored dispatch settings: %s", e)
         return base
+
+
+def _idempotency_slot(customer_id: str, key: str) -> str:
+    """Where a customer's Idempotency-Key is kept: a digest of the pair, so no two
+    (customer, key) pairs share a slot (``f"{customer}:{key}"`` let customer ``a:x``
+    with key ``U`` and customer ``a`` with key ``x:U`` collide) and the client's key
+    may use its full documented length whatever the customer id."""
+    digest = hashlib.sha256(json.dumps([customer_id, key]).encode()).hexdigest()
+    return f"v2:{digest}"
 
 
 def _same_request(stored: Order, new: Order, req: OrderRequest) -> bool:

@@ -655,6 +655,30 @@ def test_same_idempotency_key_twice_is_one_order(api: Api) -> None:
     assert [o["id"] for o in customer_orders(api, who)] == [first.json()["id"]]
 
 
+def test_idempotency_keys_of_different_customers_never_meet(api: Api) -> None:
+    """Customer ``k:x`` with key ``U`` and customer ``k`` with key ``x:U`` are two
+    orders; each sees only its own (a shared slot once replayed one to the other)."""
+    with api.server.client(token("customer", "k:x")) as c:
+        first = c.post("/v1/orders", json=ORDER, headers={"Idempotency-Key": "U"})
+    with api.server.client(token("customer", "k")) as c:
+        second = c.post("/v1/orders", json=ORDER, headers={"Idempotency-Key": "x:U"})
+    assert (first.status_code, second.status_code) == (201, 201), second.text
+    assert first.json()["id"] != second.json()["id"]
+    assert second.json()["customer_id"] == "k"
+    api.made += [first.json()["id"], second.json()["id"]]
+
+
+def test_the_documented_key_length_is_accepted_whatever_the_customer(api: Api) -> None:
+    with api.server.client(token("customer", "a-customer-with-a-long-id")) as c:
+        ok = c.post("/v1/orders", json=ORDER, headers={"Idempotency-Key": "k" * 256})
+        again = c.post("/v1/orders", json=ORDER, headers={"Idempotency-Key": "k" * 256})
+        too_long = c.post("/v1/orders", json=ORDER, headers={"Idempotency-Key": "k" * 257})
+    assert ok.status_code == 201, ok.text
+    assert again.status_code == 200 and again.json()["id"] == ok.json()["id"]
+    assert_problem(too_long, 422)
+    api.made.append(ok.json()["id"])
+
+
 def test_concurrent_retries_create_exactly_one_order(api: Api) -> None:
     who = "idem-concurrent"
     barrier = threading.Barrier(20)
