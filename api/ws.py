@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from typing import Annotated, Any
 
@@ -61,6 +62,8 @@ def _encode_frame(frame: Frame) -> str:
 
 MAX_BAD_FRAMES = 20
 MAX_CELL_TOPICS = 500
+POSITION_CELL_KM2 = h3.average_hexagon_area(POSITION_CELL_RES, "km^2")
+M_PER_DEG_KM = 111.32
 
 Token = Annotated[str | None, Query(description="Bearer token (browsers cannot set headers)")]
 LastId = Annotated[
@@ -80,7 +83,8 @@ async def _close(ws: WebSocket, code: int, reason: str) -> None:
     if ws.client_state == WebSocketState.CONNECTED:
         with contextlib.suppress(Exception):
             await ws.send_json({"type": "error", "code": code, "reason": reason})
-            await ws.close(code, reason[:120])
+            # a close frame's reason is at most 123 bytes of UTF-8, not characters
+            await ws.close(code, reason.encode()[:123].decode(errors="ignore"))
 
 
 async def _close_for(ws: WebSocket, e: TrackingError, not_found: str) -> None:
@@ -293,11 +297,22 @@ async def _area_topics(svc: Services, cells: str | None, zone: str | None) -> li
             raise ValueError("cells coarser than resolution 4 cover too much; use fewer")
         else:
             found.update(h3.cell_to_children(c, POSITION_CELL_RES))
+        if len(found) > MAX_CELL_TOPICS:
+            raise ValueError(f"the cells cover more than {MAX_CELL_TOPICS} cells of resolution 7")
     if zone:
         zones = await svc.live.zones(max_age_s=0)
         if zones is None or zone not in zones:
             raise ValueError(f"unknown zone {zone[:40]!r}")
         geom = zones[zone].geometry
+        # Listing a country's cells blocks the event loop for seconds (and its memory
+        # grows with the area): refuse from the area first, with room for the estimate.
+        lat = geom.representative_point().y
+        km2 = geom.area * (M_PER_DEG_KM**2) * max(0.01, math.cos(math.radians(lat)))
+        if km2 > 2 * MAX_CELL_TOPICS * POSITION_CELL_KM2:
+            raise ValueError(
+                f"zone {zone[:40]!r} covers about {km2:,.0f} km²; live views take at most "
+                f"{MAX_CELL_TOPICS} cells of ~{POSITION_CELL_KM2:g} km²: use cells= or a smaller zone"
+            )
         shape = h3.geo_to_h3shape(geom.__geo_interface__)
         inner = h3.h3shape_to_cells(shape, POSITION_CELL_RES)
         found.update(n for c in inner for n in h3.grid_disk(c, 1))

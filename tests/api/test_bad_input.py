@@ -921,3 +921,51 @@ def test_bad_area_filters_close_4400(api: Api) -> None:
 
     for query in ("&cells=zzz", "&cells=8001fffffffffff", "&zone=nowhere"):
         assert asyncio.run(code_for(query)) == 4400, query
+
+
+def test_a_zone_too_big_for_a_live_view_is_refused_from_its_area(api: Api) -> None:
+    """A 16° x 16° zone has ~400,000 resolution-7 cells: listing them blocked the
+    worker's event loop for ~15 s before the 500-cell limit refused it."""
+    ring = [[5.0, 44.0], [21.0, 44.0], [21.0, 60.0], [5.0, 60.0], [5.0, 44.0]]
+    big = {
+        "type": "Feature",
+        "id": "big",
+        "properties": {},
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+    }
+
+    async def closed_with() -> tuple[int | None, str]:
+        async with connect(ws_url(api, "/v1/ops/live") + "&zone=big") as ws:
+            await asyncio.wait_for(ws.recv(), 5)
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 5)
+        rcvd = closed.value.rcvd
+        return (None, "") if rcvd is None else (rcvd.code, rcvd.reason)
+
+    with api.ops() as ops:
+        assert ops.put("/v1/zones", json=big).status_code == 200
+        try:
+            code, reason = asyncio.run(closed_with())
+        finally:
+            assert (
+                ops.put("/v1/zones", json={"type": "FeatureCollection", "features": []}).status_code
+                == 200
+            )
+    assert code == 4400 and "km²" in reason, reason
+
+
+def test_close_reasons_fit_the_frame_whatever_the_characters(api: Api) -> None:
+    """An unknown zone named with 4-byte characters: the reason quoting it is cut to the
+    123 bytes a close frame allows, and the client still gets the 4400."""
+
+    async def closed_with() -> tuple[int | None, str]:
+        async with connect(ws_url(api, "/v1/ops/live") + "&zone=" + "😀" * 40) as ws:
+            await asyncio.wait_for(ws.recv(), 5)
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 5)
+        rcvd = closed.value.rcvd
+        return (None, "") if rcvd is None else (rcvd.code, rcvd.reason)
+
+    code, reason = asyncio.run(closed_with())
+    assert code == 4400 and reason.startswith("unknown zone"), reason
+    assert len(reason.encode()) <= 123
