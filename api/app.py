@@ -33,6 +33,7 @@ from fastapi.routing import APIRoute
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import redact
 from api.auth import (
     AuthError,
     Principal,
@@ -419,6 +420,7 @@ def create_app(
     dispatch_settings: DispatchSettings | None = None,
 ) -> FastAPI:
     """One worker's app. ``store`` overrides ``settings.store`` (tests, the demo)."""
+    redact.install()  # tokens in ?token= never reach the logs
     settings = settings or Settings()
     secret = check_secret(settings.secret.get_secret_value() if settings.secret else None)
     if store is None:
