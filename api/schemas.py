@@ -1,7 +1,8 @@
 """Request and response bodies of the HTTP API (pydantic, at the edge only).
 
-Requests forbid unknown fields and non-finite numbers, so a typo or a NaN is a clear 422
-rather than a silently ignored value. Responses mirror the JSON the websocket frames use
+Requests forbid unknown fields, non-finite numbers and values of the wrong JSON type, so
+a typo, a NaN or a quoted number is a clear 422 rather than a silently ignored or
+converted value. Responses mirror the JSON the websocket frames use
 (:mod:`tracking.channels`), so a client parses one shape for both.
 """
 
@@ -21,7 +22,10 @@ Text = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    """A request body: unknown fields refused, and JSON types taken as they are (strict
+    mode): ``"lat": true`` or ``"lat": "52"`` is a 422, not 1.0 or 52.0."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class Point(Strict):

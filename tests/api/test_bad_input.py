@@ -573,6 +573,11 @@ def test_extra_fields_are_422(api: Api, method: str, path: str, body: Any) -> No
         ("POST", "/v1/orders", order_doc(size=-1)),
         ("POST", "/v1/orders", order_doc(size=101)),
         ("POST", "/v1/orders", order_doc(pickup={"lat": "52.5", "lon": None})),
+        ("POST", "/v1/orders", order_doc(pickup={"lat": "52.5", "lon": 13.4})),
+        ("POST", "/v1/orders", order_doc(dropoff={"lat": 52.5, "lon": True})),
+        ("POST", "/v1/orders", order_doc(size="2")),
+        ("POST", "/v1/orders", order_doc(size=1.5)),
+        ("POST", "/v1/couriers/bob/shift", {"action": "start", "lat": True, "lon": 13.4}),
         ("POST", "/v1/orders", order_doc(customer_id="")),
         ("POST", "/v1/couriers/bob/shift", {"action": "pause"}),
         ("POST", "/v1/couriers/bob/shift", {"action": "start", "lat": 52.5}),  # no lon
