@@ -311,7 +311,8 @@ async def _area_topics(svc: Services, cells: str | None, zone: str | None) -> li
         if km2 > 2 * MAX_CELL_TOPICS * POSITION_CELL_KM2:
             raise ValueError(
                 f"zone {zone[:40]!r} covers about {km2:,.0f} km²; live views take at most "
-                f"{MAX_CELL_TOPICS} cells of ~{POSITION_CELL_KM2:g} km²: use cells= or a smaller zone"
+                f"{MAX_CELL_TOPICS} cells of ~{POSITION_CELL_KM2:.1f} km²: use cells= or a "
+                "smaller zone"
             )
         shape = h3.geo_to_h3shape(geom.__geo_interface__)
         inner = h3.h3shape_to_cells(shape, POSITION_CELL_RES)
