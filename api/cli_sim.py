@@ -9,8 +9,9 @@ comparison table; ``--out`` adds sweep.json, sweep.csv and sweep.html.
 
 :func:`register` adds the commands to the ``o2o`` app (``api/cli.py`` calls it). Heavy
 packages are imported inside the commands so ``o2o --help`` stays fast. Errors the user
-can fix exit with status 2 and one line on stderr; a run whose solution breaks an MDRP
-rule (a simulator bug) prints the violations on stderr and exits with status 1.
+can fix exit with status 2 and one line on stderr (``--out`` is created or refused
+before the run, not after it); a run whose solution breaks an MDRP rule (a simulator
+bug) prints the violations on stderr and exits with status 1.
 """
 
 from __future__ import annotations
@@ -36,6 +37,23 @@ DEFAULT_OUT = "out"
 def _fail(message: str) -> NoReturn:
     typer.echo(f"o2o: error: {message}", err=True)
     raise typer.Exit(2)
+
+
+def _make_out_dir(path: Path) -> None:
+    """Create ``--out`` before the run: a bad folder fails at once, not after a long run."""
+    if path.exists() and not path.is_dir():
+        _fail(f"--out {path}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _fail(f"--out {path}: cannot create the folder ({e.strerror or e})")
+    if not os.access(path, os.W_OK | os.X_OK):
+        _fail(f"--out {path}: the folder is not writable")
+
+
+def _write_failed(e: OSError, out: Path | None) -> NoReturn:
+    """A full disk or a blocked file name in ``out``: one line, not a traceback."""
+    _fail(f"cannot write {e.filename or out}: {e.strerror or e}")
 
 
 def _check_policy(name: str, mode: str) -> None:
@@ -150,34 +168,38 @@ def simulate(
             sc = load_scenario(scenario)
     except ScenarioError as e:
         _fail(str(e))
+    if out is not None:
+        _make_out_dir(out)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.fields[clock]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(f"{sc.name} {policy}", total=sc.horizon_s or 1.0, clock="")
-
-        def progress(now: float, horizon: float) -> None:
-            bar.update(
-                task, completed=now, clock=f"{int(now // 3600):02d}:{int(now % 3600 // 60):02d}"
-            )
-
-        result = run_scenario(
-            sc, policy, mode=sim_mode, seed=seed, out_dir=out, progress=progress, tick_s=tick
-        )
     report = None
-    if out is not None:
-        report = write_report(
-            result,
-            sc,
-            out / "report.html",
-            service_area=city.area.ring if city is not None else None,
-            h3_res=city.area.h3_res if city is not None else None,
-        )
-        if city is not None:
-            save_city(city, out / "city.toml")
+    try:
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(f"{sc.name} {policy}", total=sc.horizon_s or 1.0, clock="")
+
+            def progress(now: float, horizon: float) -> None:
+                clock = f"{int(now // 3600):02d}:{int(now % 3600 // 60):02d}"
+                bar.update(task, completed=now, clock=clock)
+
+            result = run_scenario(
+                sc, policy, mode=sim_mode, seed=seed, out_dir=out, progress=progress, tick_s=tick
+            )
+        if out is not None:
+            report = write_report(
+                result,
+                sc,
+                out / "report.html",
+                service_area=city.area.ring if city is not None else None,
+                h3_res=city.area.h3_res if city is not None else None,
+            )
+            if city is not None:
+                save_city(city, out / "city.toml")
+    except OSError as e:  # the only I/O here is writing into out/
+        _write_failed(e, out)
     doc = {"scenario": sc.name, "policy": policy, "mode": mode, **result.kpis}
     if as_json:
         typer.echo(json.dumps(doc))
@@ -217,6 +239,7 @@ def bench_mdrp(
     from rich.progress import Progress
 
     from benchmarks.mdrp_bench import find_instances, run
+    from simulations.scenarios import ScenarioError
 
     policies = policy or ["greedy", "bundling"]
     sim_mode = _check_mode(mode)
@@ -225,19 +248,22 @@ def bench_mdrp(
     paths = dirs or [DEFAULT_MDRP_DIR]
     if not find_instances(paths):
         _fail(f"no MDRP instance directories in {', '.join(map(str, paths))}")
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("bench mdrp", total=None)
+    try:
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("bench mdrp", total=None)
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
 
-        result = run(
-            paths,
-            policies,
-            processes=processes or os.cpu_count() or 1,
-            mode=sim_mode,
-            progress=progress,
-        )
+            result = run(
+                paths,
+                policies,
+                processes=processes or os.cpu_count() or 1,
+                mode=sim_mode,
+                progress=progress,
+            )
+    except ScenarioError as e:  # a malformed instance, found before any run
+        _fail(str(e))
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -267,7 +293,8 @@ def sweep(
         str, typer.Option(help="preparation time scales, comma-separated (e.g. 1.0,1.25)")
     ] = "1.0",
     tick: Annotated[
-        str, typer.Option(help="dispatcher ticks in seconds, comma-separated (e.g. 60,300)")
+        str,
+        typer.Option(help="dispatcher ticks in seconds (>= 1), comma-separated (e.g. 60,300)"),
     ] = "60",
     policy: Annotated[
         str,
@@ -345,6 +372,8 @@ def sweep(
         source = resolve_source(src)
     except ScenarioError as e:
         _fail(str(e))
+    if out is not None:
+        _make_out_dir(out)
     n = processes or min(os.cpu_count() or 1, grid.size)
     columns = (
         TextColumn("{task.description}"),
@@ -352,15 +381,21 @@ def sweep(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(f"sweep {source.name}", total=grid.size)
+    try:
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(f"sweep {source.name}", total=grid.size)
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
 
-        result = run_sweep(source, grid, processes=n, progress=progress)
+            result = run_sweep(source, grid, processes=n, progress=progress)
+    except ScenarioError as e:  # a fleet scale past the city's limits, before any run
+        _fail(str(e))
     if out is not None:
-        paths = result.write(out)
+        try:
+            paths = result.write(out)
+        except OSError as e:
+            _write_failed(e, out)
         typer.echo(f"sweep: {paths['html']}", err=True)
     if as_json:
         typer.echo(json.dumps({"runs": result.runs, "summary": result.summary}))

@@ -125,14 +125,18 @@ def run(
     """Replay every instance under every policy; ``processes`` > 1 runs them in parallel.
 
     ``dirs`` may name instance directories or folders of them. ``progress(done, total)``
-    is called after each run. Records come back in (instance, policy) order whatever
-    the parallelism, so the output is reproducible apart from ``wall_s``. Workers are
-    spawned (not forked: the CLI's progress bar runs a thread), so a script calling this
-    with ``processes`` > 1 needs the usual ``if __name__ == "__main__":`` guard.
+    is called after each run. A malformed instance raises
+    :class:`~simulations.scenarios.ScenarioError` before any run. Records come back in
+    (instance, policy) order whatever the parallelism, so the output is reproducible
+    apart from ``wall_s``. Workers are spawned (not forked: the CLI's progress bar runs a
+    thread), so a script calling this with ``processes`` > 1 needs the usual
+    ``if __name__ == "__main__":`` guard.
     """
     for p in policies:
         make_policy(p)  # fail early on unknown or unavailable names
     instances = find_instances(dirs)
+    for d in instances:
+        read_mdrp(d)  # fail early (ScenarioError) on a malformed instance, not mid-bench
     tasks = [(str(d), p, mode, tick_s) for d in instances for p in policies]
     records = map_in_order(_one, tasks, processes, progress)
     return {

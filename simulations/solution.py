@@ -7,9 +7,11 @@ Three whitespace-separated files with one header line each (../shared/data/mdrp/
 - ``solution_info_couriers.txt``: ``courier departure_time origin destination``
 
 Times in the files are **minutes** (the simulator's seconds / 60), written as integers
-when whole, else with up to four decimals. Every row keeps the file line it came from
-(``line``), so validator messages can point at it; rows built in memory get the line they
-will have when written.
+when whole, else as the shortest decimal that reads back to the same float: a generated
+city's times are not whole minutes, and an evaluator checks them against each other with
+float-noise tolerance, so any rounding here could turn a feasible run infeasible on disk.
+Every row keeps the file line it came from (``line``), so validator messages can point at
+it; rows built in memory get the line they will have when written.
 """
 
 from __future__ import annotations
@@ -102,11 +104,12 @@ class Solution:
 
 
 def fmt_minutes(x: float) -> str:
-    """Minutes as the files write them: ``12`` when whole, else ``12.5``."""
+    """Minutes as the files write them: ``12`` when whole, else the shortest exact
+    round-trip (``12.5``, ``628.8333333333334``); see the module docstring."""
     r = round(x)
     if abs(x - r) < 1e-9:
         return str(int(r))
-    return f"{x:.4f}".rstrip("0").rstrip(".")
+    return repr(float(x))
 
 
 def solution_from_result(result: SimResult) -> Solution:

@@ -67,6 +67,7 @@ from simulations.scenarios.mdrp import is_mdrp_dir, read_mdrp
 __all__ = [
     "AXES",
     "JITTER_M",
+    "MIN_TICK_S",
     "SUMMARY_COLUMNS",
     "ScenarioSource",
     "SweepError",
@@ -88,6 +89,9 @@ AXES = ("fleet", "prep", "tick", "policy", "seed")
 """Grid axes, outermost first; the keys that open every run record."""
 JITTER_M = 300.0
 """Standard deviation (metres, per axis) of a duplicated courier's start position."""
+MIN_TICK_S = 1.0
+"""Shortest dispatch tick, as ``o2o simulate --tick``: finer ticks only multiply the
+dispatcher calls (a tick of 1e-9 s would never finish a day)."""
 SUMMARY_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("couriers", "couriers", "int"),
     ("delivered_share", "delivered", "pct"),
@@ -189,8 +193,8 @@ class SweepPoint:
 class SweepGrid:
     """The values of each axis (see the module docstring) and the engine ``mode``.
 
-    Every axis needs at least one value and no repeats; scales and ticks are > 0, seeds
-    >= 0 and policies must be available. Violations raise :class:`SweepError` here,
+    Every axis needs at least one value and no repeats; scales are > 0, ticks >= 1 s,
+    seeds >= 0 and policies must be available. Violations raise :class:`SweepError` here,
     before any work.
     """
 
@@ -208,6 +212,9 @@ class SweepGrid:
         _positive("fleet", self.fleet, "a fleet scale")
         _positive("prep", self.prep, "a preparation time scale")
         _positive("tick", self.tick, "a tick (seconds)")
+        for t in self.tick:
+            if t < MIN_TICK_S:
+                raise SweepError(f"tick: a tick (seconds) must be >= {MIN_TICK_S:g}, got {t:g}")
         for s in self.seed:
             if isinstance(s, bool) or not isinstance(s, int) or s < 0:
                 raise SweepError(f"seeds: seeds are whole numbers >= 0, got {s!r}")
@@ -526,9 +533,13 @@ def run_sweep(
     ``processes`` > 1 runs points in that many spawned worker processes (a script doing
     so needs the usual ``if __name__ == "__main__":`` guard); results come back in grid
     order either way. ``progress(done, total)`` is called after each run. A bad source
-    raises :class:`ScenarioError` before any run.
+    (or a fleet scale that takes a city past its limits) raises :class:`ScenarioError`
+    before any run.
     """
     source = resolve_source(scenario_source)
+    if source.city is not None:
+        for f in grid.fleet:  # a scaled fleet past the city limits fails here, not in a worker
+            scale_city_fleet(source.city, f)
     tasks = [(source, p, grid.mode) for p in grid.points()]
     runs = map_in_order(_run_one, tasks, processes, progress)
     return SweepResult(source.name, source.kind, grid, runs, _summarise(runs))

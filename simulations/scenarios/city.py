@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import h3
@@ -68,6 +69,24 @@ _Z90 = 1.2815515655446004
 """Standard normal 90th percentile: a log-normal's p90 is ``median * exp(_Z90 sigma)``."""
 _MIN_PREP_MIN = 1.0
 """Preparation times are clipped below at this many minutes."""
+MAX_ORDERS = 100_000
+"""Most orders a day may have: 50 times the default city, far beyond what a run finishes
+in reasonable time; a typo like ``orders = 100000000000`` gets a clear error instead of a
+MemoryError."""
+MAX_PLACES = 10_000
+"""Most restaurants, stores or couriers (each) a city may have (same reason)."""
+MAX_H3_CELLS = 200_000
+"""Most H3 cells the service area may cover at ``h3_res``: hot cells are drawn from all of
+them, and a fine resolution (13-15) over a city is millions of cells (minutes, gigabytes)."""
+MIN_PEAK_INSIDE = 0.01
+"""Least share of a demand peak's normal that must fall inside the order window; peak
+placements are redrawn until inside, so a peak outside the window would never finish."""
+_CHOOSE_CELLS = 4_000_000
+"""Customer x place distances held at once when customers choose a place (32 MB)."""
+_PEAK_ROUNDS = 4000
+"""Redraw rounds for peak placements; with >= 1 % accepted per draw fewer than
+``orders x 0.99^4000`` (1e-17 x orders) are left after them, and those are drawn
+uniformly in the window, so the loop ends whatever the config."""
 
 
 def _fail(where: str, message: str) -> ScenarioError:
@@ -138,7 +157,8 @@ _DEFAULT_RING: tuple[tuple[float, float], ...] = (
 class AreaConfig:
     """Where the city is: ``center`` ``(lat, lon)``, the service area ``ring`` of
     ``(lon, lat)`` vertices (GeoJSON order, open or closed) and the H3 resolution of the
-    restaurant clusters."""
+    restaurant clusters. The ring must be a simple polygon around the centre, covering at
+    most :data:`MAX_H3_CELLS` cells at ``h3_res``."""
 
     center: tuple[float, float] = (50.0, 8.25)
     ring: tuple[tuple[float, float], ...] = _DEFAULT_RING
@@ -151,11 +171,37 @@ class AreaConfig:
         for lo, la in self.ring:
             _check(abs(la) <= 85 and abs(lo) <= 180, "area.ring", f"bad vertex {[lo, la]}")
         _check(0 <= self.h3_res <= 15, "area.h3_res", "must be an H3 resolution 0-15")
+        # geometry here, not at generation, so every loader and sweep worker gets a valid area
+        poly = _local_polygon(self)[1]
+        _check(poly.is_valid and poly.area > 0, "area.ring", "not a simple polygon with an area")
+        _check(
+            bool(shapely.contains_xy(poly, 0.0, 0.0)),
+            "area.center",
+            "must lie inside the service area ring",
+        )
+        cells = [poly.area / h3.average_hexagon_area(r, "m^2") for r in range(16)]
+        if cells[self.h3_res] > MAX_H3_CELLS:
+            finest = max(r for r, n in enumerate(cells) if n <= MAX_H3_CELLS)
+            raise _fail(
+                "area.h3_res",
+                f"{self.h3_res} splits the service area into about {cells[self.h3_res]:,.0f} "
+                f"cells (at most {MAX_H3_CELLS:,}); use {finest} or coarser",
+            )
 
     @property
     def closed_ring(self) -> tuple[tuple[float, float], ...]:
         """The ring with its first vertex repeated at the end (GeoJSON closes rings)."""
         return self.ring if self.ring[0] == self.ring[-1] else (*self.ring, self.ring[0])
+
+
+def _local_polygon(area: AreaConfig) -> tuple[LocalFrame, Polygon]:
+    """The ring in local metres around the centre, and that frame (area in m^2 is exact
+    enough there, and the centre is the origin)."""
+    frame = LocalFrame(*area.center)
+    lon = np.array([p[0] for p in area.ring])
+    lat = np.array([p[1] for p in area.ring])
+    x, y = frame.to_xy_array(lat, lon)
+    return frame, Polygon(np.column_stack([x, y]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +221,7 @@ class RestaurantConfig:
     prep_p90_min: float = 22.0
 
     def __post_init__(self) -> None:
-        _check(self.count >= 1, "restaurants.count", "must be >= 1")
+        _check(1 <= self.count <= MAX_PLACES, "restaurants.count", f"must be 1-{MAX_PLACES:,}")
         _check(self.hot_cells >= 1, "restaurants.hot_cells", "must be >= 1")
         _check(0 <= self.hot_share <= 1, "restaurants.hot_share", "must be in [0, 1]")
         _check(self.spread_km > 0, "restaurants.spread_km", "must be > 0")
@@ -199,7 +245,7 @@ class StoreConfig:
     prep_p90_min: float = 9.0
 
     def __post_init__(self) -> None:
-        _check(self.count >= 0, "stores.count", "must be >= 0")
+        _check(0 <= self.count <= MAX_PLACES, "stores.count", f"must be 0-{MAX_PLACES:,}")
         _check(0 <= self.order_share <= 1, "stores.order_share", "must be in [0, 1]")
         _check(self.count > 0 or self.order_share == 0, "stores", "order_share needs stores")
         _prep_check("stores", self.prep_median_min, self.prep_p90_min)
@@ -214,7 +260,8 @@ class DemandConfig:
     (``base_weight``) plus ``peaks``. Homes: a normal around the centre (sd
     ``centre_sd_km``) mixed with ``uniform_share`` uniform over the area. A customer
     orders from a restaurant within ``max_distance_km``, weighted by popularity x
-    ``exp(-distance / distance_decay_km)``."""
+    ``exp(-distance / distance_decay_km)``. A peak must overlap the order window
+    (:data:`MIN_PEAK_INSIDE`)."""
 
     orders: int = 2000
     first_order_min: int = 10 * 60
@@ -227,8 +274,19 @@ class DemandConfig:
     distance_decay_km: float = 1.2
 
     def __post_init__(self) -> None:
-        _check(self.orders >= 0, "demand.orders", "must be >= 0")
+        _check(0 <= self.orders <= MAX_ORDERS, "demand.orders", f"must be 0-{MAX_ORDERS:,}")
         _check(self.last_order_min > self.first_order_min, "demand", "last_order after first_order")
+        lo, hi = self.first_order_min, self.last_order_min
+        for p in self.peaks:
+            normal = NormalDist(p.at_min, p.sd_min)
+            inside = normal.cdf(hi) - normal.cdf(lo)
+            _check(
+                inside >= MIN_PEAK_INSIDE,
+                "demand.peaks",
+                f"peak {p.name} at {format_clock(p.at_min)} (sd {p.sd_min:g} min) lies outside "
+                f"the order window {format_clock(lo)}-{format_clock(hi)} ({inside:.1%} of it "
+                f"inside, at least {MIN_PEAK_INSIDE:.0%} must be)",
+            )
         _check(self.base_weight >= 0, "demand.base_weight", "must be >= 0")
         _check(
             self.base_weight + sum(p.weight for p in self.peaks) > 0,
@@ -268,6 +326,7 @@ class FleetConfig:
         _check(self.detour_factor >= 1, "fleet.detour_factor", "must be >= 1")
         _check(self.capacity >= 1, "fleet.capacity", "must be >= 1")
         _check(sum(s.couriers for s in self.shifts) > 0, "fleet.shifts", "need couriers")
+        _check(self.couriers <= MAX_PLACES, "fleet.shifts", f"at most {MAX_PLACES:,} couriers")
 
     @property
     def couriers(self) -> int:
@@ -293,6 +352,8 @@ class RulesConfig:
             "rules",
             "service times must be >= 0",
         )
+        _check(self.pay_per_order >= 0, "rules.pay_per_order", "must be >= 0")
+        _check(self.guaranteed_pay_per_hour >= 0, "rules.guaranteed_pay_per_hour", "must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -682,15 +743,7 @@ class _Sampler:
     """Draws points in the service area (local metres around the centre)."""
 
     def __init__(self, config: CityConfig) -> None:
-        self.frame = LocalFrame(*config.area.center)
-        lon = np.array([p[0] for p in config.area.ring])
-        lat = np.array([p[1] for p in config.area.ring])
-        x, y = self.frame.to_xy_array(lat, lon)
-        self.area = Polygon(np.column_stack([x, y]))
-        if not self.area.is_valid or self.area.area <= 0:
-            raise ScenarioError("area.ring: not a simple polygon with an area")
-        if not self.inside(np.zeros(1), np.zeros(1))[0]:
-            raise ScenarioError("area.center: must lie inside the service area ring")
+        self.frame, self.area = _local_polygon(config.area)  # checked by AreaConfig
         self.bounds = self.area.bounds
 
     def inside(self, x: FloatArray, y: FloatArray) -> npt.NDArray[np.bool_]:
@@ -756,17 +809,28 @@ def _hot_cells(config: CityConfig, sampler: _Sampler, rng: np.random.Generator) 
 
 
 def _choose(
-    rng: np.random.Generator, dist_m: FloatArray, weight: FloatArray, max_m: float, decay_m: float
+    rng: np.random.Generator,
+    customers: tuple[FloatArray, FloatArray],
+    places: tuple[FloatArray, FloatArray],
+    weight: FloatArray,
+    max_m: float,
+    decay_m: float,
 ) -> npt.NDArray[np.intp]:
-    """Per row (customer), a column (place) with probability ~ weight x exp(-d / decay)
-    among places within ``max_m``; the nearest place when none is."""
-    w = weight[None, :] * np.exp(-dist_m / decay_m) * (dist_m <= max_m)
-    total = w.sum(axis=1)
-    cum = np.cumsum(w, axis=1)
-    u = rng.random(len(dist_m)) * total
-    pick = np.minimum((cum < u[:, None]).sum(axis=1), w.shape[1] - 1)
-    nearest = np.argmin(dist_m, axis=1)
-    out: npt.NDArray[np.intp] = np.where(total > 0, pick, nearest).astype(np.intp)
+    """Per customer, a place with probability ~ weight x exp(-d / decay) among places
+    within ``max_m``; the nearest place when none is. Customers go in blocks so memory
+    stays ~``_CHOOSE_CELLS`` floats however many orders and places there are."""
+    (cx, cy), (px, py) = customers, places
+    u = rng.random(len(cx))
+    out: npt.NDArray[np.intp] = np.empty(len(cx), dtype=np.intp)
+    step = max(1, _CHOOSE_CELLS // len(px))
+    for a in range(0, len(cx), step):
+        b = a + step
+        dist_m = np.hypot(cx[a:b, None] - px[None, :], cy[a:b, None] - py[None, :])
+        w = weight[None, :] * np.exp(-dist_m / decay_m) * (dist_m <= max_m)
+        total = w.sum(axis=1)
+        cum = np.cumsum(w, axis=1)
+        pick = np.minimum((cum < (u[a:b] * total)[:, None]).sum(axis=1), w.shape[1] - 1)
+        out[a:b] = np.where(total > 0, pick, np.argmin(dist_m, axis=1))
     return out
 
 
@@ -785,9 +849,13 @@ def _placement_s(rng: np.random.Generator, d: DemandConfig) -> FloatArray:
     t = rng.uniform(lo, hi, d.orders)
     for i, p in enumerate(d.peaks, 1):
         idx = np.flatnonzero(part == i)
-        while idx.size:
+        for _ in range(_PEAK_ROUNDS):
+            if not idx.size:
+                break
             t[idx] = rng.normal(p.at_min * 60.0, p.sd_min * 60.0, idx.size)
             idx = idx[(t[idx] < lo) | (t[idx] > hi)]
+        if idx.size:  # only a peak DemandConfig would refuse gets here (_PEAK_ROUNDS)
+            t[idx] = rng.uniform(lo, hi, idx.size)
     out: FloatArray = np.sort(np.round(t))
     return out
 
@@ -838,12 +906,9 @@ def generate_city(
     to_store = rng_orders.random(n) < sc.order_share if sc.count else np.zeros(n, dtype=bool)
     max_m, decay_m = dm.max_distance_km * 1000.0, dm.distance_decay_km * 1000.0
 
-    def dist(px: FloatArray, py: FloatArray) -> FloatArray:
-        return np.hypot(cx[:, None] - px[None, :], cy[:, None] - py[None, :])
-
-    pick_r = _choose(rng_orders, dist(rx, ry), popularity, max_m, decay_m)
+    pick_r = _choose(rng_orders, (cx, cy), (rx, ry), popularity, max_m, decay_m)
     pick_s = (
-        _choose(rng_orders, dist(sx, sy), np.ones(sc.count), max_m, decay_m)
+        _choose(rng_orders, (cx, cy), (sx, sy), np.ones(sc.count), max_m, decay_m)
         if sc.count
         else np.zeros(n, dtype=np.intp)
     )

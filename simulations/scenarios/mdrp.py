@@ -93,6 +93,8 @@ def read_mdrp(directory: Path | str, capacity: int = DEFAULT_CAPACITY) -> Scenar
     mpm, pick_min, drop_min, target_min, max_min, ppo, gpph = vals
     if mpm <= 0 or pick_min < 0 or drop_min < 0:
         raise ScenarioError(f"{pp}:{n}: speed must be > 0 and service times >= 0")
+    if ppo < 0 or gpph < 0:
+        raise ScenarioError(f"{pp}:{n}: pay per order and guaranteed pay per hour must be >= 0")
     params = Parameters(
         pickup_service_s=pick_min * 60.0,
         dropoff_service_s=drop_min * 60.0,

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import h3
 import numpy as np
+import numpy.typing as npt
 import pytest
 import shapely
 from shapely.geometry import Polygon
@@ -18,6 +21,7 @@ from simulations.scenarios.city import (
     CityConfig,
     Peak,
     Shift,
+    _placement_s,
     city_to_toml,
     default_city,
     default_city_path,
@@ -79,6 +83,24 @@ def test_partial_file_takes_defaults(tmp_path: Path) -> None:
         ("[rules]\nmax_min = 10.0\n", "rules.max_min"),
         ("[area]\nring = [[8.0, 50.0], [8.1, 50.0]]\n", "at least 3"),
         ("not toml =", "not valid TOML"),
+        ("[area]\ncenter = [51.0, 8.25]\n", "area.center: must lie inside the service area"),
+        (
+            "[area]\ncenter = [50.005, 8.25]\n"
+            "ring = [[8.2, 50.0], [8.3, 50.01], [8.3, 50.0], [8.2, 50.01]]\n",
+            "area.ring: not a simple polygon",
+        ),
+        (
+            '[demand]\npeaks = [{ name = "night", at = "03:00", sd_min = 30.0, weight = 0.05 }]\n',
+            "peak night at 03:00 (sd 30 min) lies outside the order window 10:00-22:30",
+        ),
+        ("[demand]\norders = 100000000000\n", "demand.orders: must be 0-100,000"),
+        ("[restaurants]\ncount = 100000000\n", "restaurants.count: must be 1-10,000"),
+        (
+            '[fleet]\nshifts = [{ start = "10:00", end = "23:00", couriers = 100000000 }]\n',
+            "fleet.shifts: at most 10,000 couriers",
+        ),
+        ("[rules]\npay_per_order = -1.0\n", "rules.pay_per_order: must be >= 0"),
+        ("[rules]\nguaranteed_pay_per_hour = -15\n", "rules.guaranteed_pay_per_hour: must be >= 0"),
     ],
 )
 def test_bad_city_files_name_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -171,9 +193,34 @@ def test_unusual_cities_generate(city: CityConfig) -> None:
     assert len(sc.restaurants) == 5 and len(sc.orders) == 40
     few = replace(no_stores, restaurants=replace(city.restaurants, count=3, hot_cells=8))
     assert len(generate_city(few).restaurants) == 3
-    far = replace(city.area, center=(51.0, 8.25))
     with pytest.raises(ScenarioError, match="inside the service area"):
-        generate_city(replace(city, area=far))
+        replace(city.area, center=(51.0, 8.25))  # refused by the config, before generating
+
+
+def test_h3_res_is_limited_by_the_cells_it_makes(city: CityConfig) -> None:
+    with pytest.raises(ScenarioError, match=r"area.h3_res: 15 splits .* use 11 or coarser"):
+        replace(city.area, h3_res=15)  # 80 million cells in the default area: used to hang
+    finest = replace(scale_city(city, 0.02), area=replace(city.area, h3_res=11))
+    assert len(generate_city(finest).orders) == 40
+
+
+def test_peak_placements_end_whatever_the_peak(city: CityConfig) -> None:
+    """The redraw loop is bounded even for a peak the loader refuses (none inside)."""
+    demand = replace(city.demand, orders=300)
+    object.__setattr__(demand, "peaks", (Peak("night", 3 * 60, 30.0, 1.0),))
+    rng = np.random.default_rng(0)
+    draws = 0
+
+    def normal(loc: float, scale: float, size: int) -> npt.NDArray[np.float64]:
+        nonlocal draws
+        draws += 1
+        assert draws < 100_000, "peak placements are redrawn forever"
+        return rng.normal(loc, scale, size)
+
+    counting = SimpleNamespace(normal=normal, uniform=rng.uniform, choice=rng.choice)
+    placed = _placement_s(cast(np.random.Generator, counting), demand)
+    lo, hi = demand.first_order_min * 60, demand.last_order_min * 60
+    assert len(placed) == 300 and lo <= placed.min() and placed.max() <= hi
 
 
 def test_scale_city(city: CityConfig) -> None:

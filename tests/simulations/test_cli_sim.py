@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
 from api.cli_sim import register
 from benchmarks.mdrp_bench import run
+from simulations.scenarios import ScenarioError, load_scenario
+from simulations.validate import validate_dir
 from tests.simulations.conftest import TINY
 
 app = typer.Typer()
@@ -42,6 +47,52 @@ def test_simulate_errors() -> None:
     assert r.exit_code == 2 and "not a known scenario" in r.stderr
     r = runner.invoke(app, ["simulate", str(TINY), "--policy", "dispatcher"])
     assert r.exit_code == 2 and "--mode free only" in r.stderr
+
+
+def test_generated_city_files_pass_the_validator_from_disk(tmp_path: Path) -> None:
+    """What an independent evaluator reads: the files, not the run's in-memory rows."""
+    args = ["simulate", "--scale", "0.05", "--json", "--out", str(tmp_path)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["violations"] == 0
+    scenario = load_scenario(tmp_path / "city.toml")
+    assert scenario.kind == "city" and len(scenario.orders) == 100
+    assert validate_dir(scenario, tmp_path) == []
+
+
+@pytest.mark.parametrize("command", ["simulate", "sweep"])
+def test_out_must_be_a_folder_we_can_write(tmp_path: Path, command: str) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    args = [command, str(TINY), "--policy", "greedy", "--out"]
+    for out, message in [
+        (afile, "is a file, not a folder"),
+        (afile / "sub", "cannot create the folder (Not a directory)"),
+    ]:
+        r = runner.invoke(app, [*args, str(out)])
+        assert r.exit_code == 2 and r.stderr == f"o2o: error: --out {out}: {message}\n", r.output
+    blocked = tmp_path / "out"
+    (blocked / ("kpis.json" if command == "simulate" else "sweep.json")).mkdir(parents=True)
+    r = runner.invoke(app, [*args, str(blocked)])
+    assert r.exit_code == 2, r.output
+    (line,) = r.stderr.strip().splitlines()  # one line, after the progress bar's
+    assert line.startswith(f"o2o: error: cannot write {blocked}"), r.output
+
+
+def test_bench_mdrp_malformed_instance_is_a_clean_error(tmp_path: Path) -> None:
+    shutil.copytree(TINY, tmp_path / "a")  # sorts first: would run before "bad" is read
+    d = tmp_path / "bad"
+    shutil.copytree(TINY, d)
+    with (d / "orders.txt").open("a") as fh:
+        fh.write("o9\tabc\t0\t5\tr1\t20\n")
+    message = f"{d / 'orders.txt'}:6: x 'abc' is not a number"
+    r = runner.invoke(app, ["bench", "mdrp", str(tmp_path), "--processes", "1"])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip() == f"o2o: error: {message}"
+    done: list[int] = []
+    with pytest.raises(ScenarioError, match=re.escape(message)):
+        run([tmp_path], ["greedy"], progress=lambda d, t: done.append(d))
+    assert done == []  # found before any run, not mid-bench
 
 
 def test_bench_mdrp_json() -> None:

@@ -63,3 +63,11 @@ def test_load_scenario_recognises_mdrp_dirs(tmp_path: Path) -> None:
         load_scenario(tmp_path / "nope")
     with pytest.raises(ScenarioError, match="not a known scenario"):
         load_scenario(tmp_path)
+
+
+def test_negative_pay_is_refused(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    header = (d / "instance_parameters.txt").read_text().splitlines()[0]
+    (d / "instance_parameters.txt").write_text(f"{header}\n100\t4\t4\t40\t90\t-10\t15\n")
+    with pytest.raises(ScenarioError, match=r"instance_parameters.txt:2: pay per order .* >= 0"):
+        read_mdrp(d)

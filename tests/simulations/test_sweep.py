@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ import typer
 from typer.testing import CliRunner
 
 from api.cli_sim import register
-from simulations.scenarios import CityConfig, Scenario, default_city, scale_city
+from simulations.scenarios import CityConfig, Scenario, ScenarioError, default_city, scale_city
+from simulations.scenarios.city import Shift
 from simulations.sweep import (
     AXES,
     SweepError,
@@ -67,6 +69,7 @@ def test_grid_parses_lists_and_orders_points() -> None:
         ({"prep": "-1"}, "prep: a preparation time scale must be > 0"),
         ({"prep": "nan"}, "prep: a preparation time scale must be > 0"),
         ({"tick": "0"}, "tick: a tick (seconds) must be > 0"),
+        ({"tick": "60,0.5"}, "tick: a tick (seconds) must be >= 1, got 0.5"),
         ({"tick": "60,60.0"}, "tick: 60 is listed twice"),
         ({"policy": "greedy,magic"}, "unknown policy 'magic'"),
         ({"seeds": "1.5"}, "seeds: '1.5' is not a whole number"),
@@ -218,6 +221,20 @@ def test_cli_table_and_errors() -> None:
         assert r.exit_code == 2 and message in r.stderr, (args, r.output)
     r = runner.invoke(app, ["sweep", str(TINY.parent)])
     assert r.exit_code == 2 and "not a known scenario" in r.stderr
+
+
+def test_city_errors_come_before_any_run(tmp_path: Path, small_city: CityConfig) -> None:
+    bad = tmp_path / "outside.toml"
+    bad.write_text("[area]\ncenter = [51.0, 8.25]\n", encoding="utf-8")
+    r = runner.invoke(app, ["sweep", str(bad), "--policy", "greedy", "--processes", "1"])
+    assert r.exit_code == 2, r.output
+    assert r.stderr == f"o2o: error: {bad}: area.center: must lie inside the service area ring\n"
+    crowded = replace(small_city, fleet=replace(small_city.fleet, shifts=(Shift(600, 1400, 6000),)))
+    grid = SweepGrid.parse(fleet="1,2", policy="greedy")
+    done: list[int] = []
+    with pytest.raises(ScenarioError, match="at most 10,000 couriers"):
+        run_sweep(crowded, grid, progress=lambda d, t: done.append(d))
+    assert done == []  # not after the fleet 1 run (nor in a worker)
 
 
 def test_cli_scaled_city(tmp_path: Path) -> None:
