@@ -8,7 +8,7 @@ while connected: a share link reads only until it expires), 4403 not yours, 4404
 4400 bad ``last_event_id`` (malformed, or ahead of the log), 4408 fell behind (reconnect
 with ``last_event_id``), 1012 server restarting, 1013 store unavailable (retry), 1008
 too many malformed frames (each malformed frame, binary ones included, is answered with
-an ``error`` frame first).
+an ``error`` frame first), 1009 a client frame over 64 KiB (uvicorn's ``ws_max_size``).
 """
 
 from __future__ import annotations

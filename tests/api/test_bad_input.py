@@ -974,3 +974,19 @@ def test_close_reasons_fit_the_frame_whatever_the_characters(api: Api) -> None:
     code, reason = asyncio.run(closed_with())
     assert code == 4400 and reason.startswith("unknown zone"), reason
     assert len(reason.encode()) <= 123
+
+
+def test_a_client_frame_over_64_kib_closes_1009(api: Api) -> None:
+    async def closed_with() -> int | None:
+        async with connect(ws_url(api, "/v1/ops/live")) as ws:
+            await asyncio.wait_for(ws.recv(), 5)
+            await ws.send(json.dumps({"type": "ping", "pad": "x" * 70_000}))
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+        rcvd = closed.value.rcvd
+        return None if rcvd is None else rcvd.code
+
+    assert asyncio.run(closed_with()) == 1009
+    with api.ops() as ops:
+        assert ops.get("/healthz").status_code == 200
