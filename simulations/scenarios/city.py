@@ -81,6 +81,10 @@ them, and a fine resolution (13-15) over a city is millions of cells (minutes, g
 MIN_PEAK_INSIDE = 0.01
 """Least share of a demand peak's normal that must fall inside the order window; peak
 placements are redrawn until inside, so a peak outside the window would never finish."""
+_SAMPLE_ROUNDS = 50
+"""Rejection rounds for points in the area (or a cell of it) before the rest are drawn
+exactly (:func:`_uniform_in`): ordinary areas need 1-3 rounds, so their days do not
+change, and a sliver or tiny area cannot loop for ever."""
 _CHOOSE_CELLS = 4_000_000
 """Customer x place distances held at once when customers choose a place (32 MB)."""
 _PEAK_ROUNDS = 4000
@@ -757,7 +761,9 @@ class _Sampler:
         ys: list[FloatArray] = [np.empty(0)]
         got = 0
         x0, y0, x1, y1 = self.bounds
-        while got < n:
+        for _ in range(_SAMPLE_ROUNDS):
+            if got >= n:
+                break
             k = max(64, 2 * (n - got))
             uni = rng.random(k) < uniform_share
             x = np.where(uni, rng.uniform(x0, x1, k), rng.normal(0.0, sd_m, k))
@@ -766,6 +772,10 @@ class _Sampler:
             xs.append(x[keep])
             ys.append(y[keep])
             got += int(keep.sum())
+        if got < n:  # an area far smaller than the spread, or a sliver of its bounds
+            x, y = _uniform_in(self.area, rng, n - got)
+            xs.append(x)
+            ys.append(y)
         return np.concatenate(xs)[:n], np.concatenate(ys)[:n]
 
     def in_cell(self, rng: np.random.Generator, cell: str, n: int) -> tuple[FloatArray, FloatArray]:
@@ -779,18 +789,42 @@ class _Sampler:
         xs: list[FloatArray] = [np.empty(0)]
         ys: list[FloatArray] = [np.empty(0)]
         got = 0
-        while got < n:
+        for _ in range(_SAMPLE_ROUNDS):
+            if got >= n:
+                break
             k = max(32, 3 * (n - got))
             x, y = rng.uniform(x0, x1, k), rng.uniform(y0, y1, k)
             keep = np.asarray(shapely.contains_xy(hexagon, x, y), dtype=bool)
             xs.append(x[keep])
             ys.append(y[keep])
             got += int(keep.sum())
+        if got < n:  # a sliver of the cell inside the area
+            x, y = _uniform_in(hexagon, rng, n - got)
+            xs.append(x)
+            ys.append(y)
         return np.concatenate(xs)[:n], np.concatenate(ys)[:n]
 
     def latlon(self, x: FloatArray, y: FloatArray) -> list[tuple[float, float]]:
         lat, lon = self.frame.to_latlon_array(x, y)
         return [(round(float(a), 6), round(float(b), 6)) for a, b in zip(lat, lon, strict=True)]
+
+
+def _uniform_in(
+    shape: shapely.Geometry, rng: np.random.Generator, n: int
+) -> tuple[FloatArray, FloatArray]:
+    """``n`` points uniform in a polygon, exactly and with no rejection: a triangle of its
+    constrained Delaunay triangulation drawn by area, then a point uniform in it."""
+    tris = shapely.get_parts(shapely.constrained_delaunay_triangles(shape))
+    corners = np.array([np.asarray(t.exterior.coords)[:3] for t in tris], dtype=np.float64)
+    a, b, c = corners[:, 0], corners[:, 1], corners[:, 2]
+    ab, ac = b - a, c - a
+    area = 0.5 * np.abs(ab[:, 0] * ac[:, 1] - ab[:, 1] * ac[:, 0])
+    pick = rng.choice(len(tris), size=n, p=area / area.sum())
+    r1, r2 = rng.random(n), rng.random(n)
+    flip = r1 + r2 > 1  # fold the parallelogram's far half back into the triangle
+    r1, r2 = np.where(flip, 1 - r1, r1), np.where(flip, 1 - r2, r2)
+    p = a[pick] + r1[:, None] * ab[pick] + r2[:, None] * ac[pick]
+    return p[:, 0].copy(), p[:, 1].copy()
 
 
 def _hot_cells(config: CityConfig, sampler: _Sampler, rng: np.random.Generator) -> list[str]:

@@ -22,6 +22,8 @@ from simulations.scenarios.city import (
     Peak,
     Shift,
     _placement_s,
+    _Sampler,
+    _uniform_in,
     city_to_toml,
     default_city,
     default_city_path,
@@ -221,6 +223,50 @@ def test_peak_placements_end_whatever_the_peak(city: CityConfig) -> None:
     placed = _placement_s(cast(np.random.Generator, counting), demand)
     lo, hi = demand.first_order_min * 60, demand.last_order_min * 60
     assert len(placed) == 300 and lo <= placed.min() and placed.max() <= hi
+
+
+def test_points_in_a_sliver_of_an_area_are_drawn_in_bounded_time(city: CityConfig) -> None:
+    """A diagonal service area 20 km long and 2 cm wide: a normal 3 km wide (homes), or
+    the bounds of the area (uniform homes, a cell's restaurants), land in it about once
+    in 10^5-10^6 draws. Rejection is given a bounded number of rounds, then the exact
+    sampler draws the rest."""
+    lat0, lon0 = city.area.center
+    half = 0.01 / 111_320  # 1 cm in degrees of latitude
+    ring = (
+        (lon0 - 0.1, lat0 - 0.065 - half),
+        (lon0 + 0.1, lat0 + 0.065 - half),
+        (lon0 + 0.1, lat0 + 0.065 + half),
+        (lon0 - 0.1, lat0 - 0.065 + half),
+    )
+    sampler = _Sampler(replace(city, area=replace(city.area, ring=ring)))
+    rng = np.random.default_rng(0)
+    rounds = 0
+
+    def normal(loc: float, scale: float, size: int) -> npt.NDArray[np.float64]:
+        nonlocal rounds
+        rounds += 1
+        return rng.normal(loc, scale, size)
+
+    counting = cast(
+        np.random.Generator,
+        SimpleNamespace(normal=normal, uniform=rng.uniform, random=rng.random, choice=rng.choice),
+    )
+    x, y = sampler.homes(counting, 2000, 3000.0, 0.2)
+    assert len(x) == 2000 and rounds <= 2 * 50  # two normals per round
+    assert shapely.contains_xy(sampler.area.buffer(1e-6), x, y).all()
+    cell = h3.latlng_to_cell(lat0, lon0, 9)
+    x, y = sampler.in_cell(rng, cell, 500)
+    assert len(x) == 500 and shapely.contains_xy(sampler.area.buffer(1e-6), x, y).all()
+
+
+def test_uniform_in_a_polygon_is_uniform_and_inside() -> None:
+    l_shape = Polygon([(0, 0), (2, 0), (2, 1), (1, 1), (1, 2), (0, 2)])  # area 3, concave
+    x, y = _uniform_in(l_shape, np.random.default_rng(1), 30_000)
+    assert shapely.contains_xy(l_shape.buffer(1e-9), x, y).all()
+    in_top_arm = (y > 1).mean()  # the arm above y = 1 is a third of the area
+    assert abs(in_top_arm - 1 / 3) < 0.015
+    assert abs(x.mean() - l_shape.centroid.x) < 0.02
+    assert abs(y.mean() - l_shape.centroid.y) < 0.02
 
 
 def test_scale_city(city: CityConfig) -> None:
