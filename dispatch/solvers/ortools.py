@@ -204,6 +204,10 @@ class _Model:
         with_fixed_costs: bool,
         mandatory_penalty: int | None = None,
     ) -> None:
+        if not fleet:
+            # OR-Tools aborts the whole process (a failed CHECK, not an exception) on a
+            # routing model with no vehicle; callers skip phases that would build one.
+            raise ValueError("a routing model needs at least one vehicle")
         self.problem = p = problem
         self.fleet = list(fleet)
         n = p.n_nodes
@@ -578,7 +582,10 @@ def solve(
     start: Mapping[int, Sequence[int]] | None = None
     if p.initial_routes is not None:
         start = {v: r for v, r in enumerate(p.initial_routes) if r}
-    if eliminate and cfg.fleet_strategy == "warm":
+    routes: dict[int, list[int]] | None
+    if not fleet:  # no vehicle: every request unassigned, nothing to search
+        routes, status = {}, "NO_VEHICLES"
+    elif eliminate and cfg.fleet_strategy == "warm":
         routes, status = _solve_warm_phases(
             p, cfg, fleet, start, t0, time_limit_s, trace, phases, solution_limit
         )
@@ -590,7 +597,7 @@ def solve(
             model, fcfg, cfg.fleet_share * left(), start, trace, solution_limit
         )
         phases["fleet_vehicles"] = None if routes is None else len(routes)
-        if routes is not None:
+        if routes:  # an empty plan (nothing could be served) has no fleet to refine
             model = _Model(p, sorted(routes), with_fixed_costs=False)
             routes2, _, status = _run(model, cfg, max(0.05, left()), routes, trace, solution_limit)
             if routes2 is not None and _cost(p, routes2) <= _cost(p, routes):
@@ -600,7 +607,7 @@ def solve(
         budget = min(cfg.initial_s, left()) if eliminate else left()
         routes, _, status = _run(model, cfg, budget, start, trace, solution_limit)
         phases["initial_vehicles"] = None if routes is None else len(routes)
-        if routes is not None and eliminate:
+        if routes and eliminate:
             routes, tried = _eliminate(p, cfg, routes, fleet, rng, t0, time_limit_s, trace)
             phases["elimination_attempts"] = tried
             model = _Model(p, sorted(routes), with_fixed_costs=False)
@@ -655,8 +662,8 @@ def _solve_warm_phases(
         model, cfg, cfg.fleet_share * left(), start, trace, solution_limit, warm_ils=True
     )
     phases["initial_vehicles"] = None if routes is None else len(routes)
-    if routes is None:
-        return None, status
+    if not routes:  # None, or nothing could be served: no fleet to shrink or refine
+        return routes, status
     deadline = t0 + cfg.elimination_share * time_limit_s
     ecfg = replace(cfg, ils=cfg.elimination_ils or cfg.ils)
     failed: set[int] = set()

@@ -385,3 +385,18 @@ def test_a_big_groups_plan_restores_within_a_short_search() -> None:
     sol = solve(problem, limit_s, solution_limit=1)  # only the start itself is accepted
     assert {v: visits(sol, v) for v in range(n_vehicles)} == dict(enumerate(initial))
     assert not sol.dropped
+
+
+@pytest.mark.parametrize("fixed", [0, 1000], ids=["plain", "fleet-phases"])
+def test_nothing_servable_is_all_dropped_not_a_crash(fixed: int) -> None:
+    """Every request over every vehicle's capacity: the plan has no route. Building the
+    next phase's model on that empty fleet made OR-Tools abort the whole process (a
+    failed CHECK, `o2o solve` dumped core); now the requests come back dropped."""
+    b = ProblemBuilder(objective=Objective(vehicle_fixed=fixed))
+    depot, p, q = b.add_node(), b.add_node(), b.add_node()
+    b.add_request(p, q, load=5)
+    b.add_vehicle(depot, depot, capacity=2)
+    problem = b.build(line_matrix([0, 3, 6]))
+    sol = solve(problem, T)
+    accounted(problem, sol)
+    assert not sol.routes and [d.request for d in sol.dropped] == [0]
