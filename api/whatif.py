@@ -35,7 +35,10 @@ solves every group on every tick), do not change the KPIs; the response lists th
 Runs live in the memory of the service worker that took the POST (the last
 :data:`MAX_KEPT`), one at a time on a single process of its own
 (``ProcessPoolExecutor(max_workers=1)``, created on first use, shut down with the app or
-at exit); more than :data:`MAX_UNFINISHED` unfinished runs on that worker: 429. Each run
+at exit); more than :data:`MAX_UNFINISHED` unfinished runs on that worker: 429. A run
+stops (``failed``, saying why) after :data:`MAX_RUN_S` seconds of computing, so a huge
+day cannot hold the worker for ever; there is no cancel yet (queued runs also read
+``running``). Each run
 is also published in the store (``whatif:<id>`` and ``whatif:<id>:reports`` documents
 and a ``whatif:index`` of the last :data:`MAX_KEPT`; older ones shrink to stubs) when it
 starts and when it ends, so with several workers (Redis store) any of them lists it,
@@ -95,6 +98,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.app import Caller, Services, Svc, app_services, principal, require
 from api.auth import Principal
 from api.problems import MEDIA_TYPE, Problem, problem_body
+from api.web import PAGE_HEADERS
 from dispatch.dispatcher import DispatchSettings
 from dispatch.model import Courier, Order, Place
 from geo.travel import GreatCircleModel, TravelTimeModel
@@ -125,6 +129,16 @@ _REPORTS = ":reports"
 _INDEX = "whatif:index"
 MAX_UNFINISHED = 4
 """Runs running or queued at once; more: 429."""
+MAX_RUN_S = 300.0
+"""Wall-clock budget of one what-if (baseline and variant together): one run takes the
+only worker process, and a big day with slow settings once held it (and the runs queued
+behind it) for many minutes. Checked after every simulated dispatcher tick."""
+
+
+class WhatIfTooLong(RuntimeError):
+    """A what-if stopped at :data:`MAX_RUN_S` (its error says so, and what to change)."""
+
+
 MIN_TICK_S = 5.0
 """Shortest dispatcher tick simulated (``replan_every_s`` below it is raised to it)."""
 LIVE_POLICY = "live"
@@ -158,7 +172,7 @@ WhichRun = Literal["baseline", "variant"]
 
 
 class WhatIfIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     settings: dict[str, Any] = Field(
         default_factory=dict,
@@ -245,6 +259,7 @@ class WhatIfJob:
     scenario: Scenario | None = None
     city: CityConfig | None = None
     seed: int = 0
+    max_run_s: float = MAX_RUN_S
 
 
 def _policy(name: str, settings: DispatchSettings) -> Policy:
@@ -263,13 +278,28 @@ def run_whatif(job: WhatIfJob) -> dict[str, Any]:
     h3_res = job.city.area.h3_res if job.city is not None else None
     variant_day = scale_fleet(day, job.couriers_scale, job.seed)
     out: dict[str, Any] = {"kpis": {}, "reports": {}, "orders": len(day.orders)}
+    deadline = time.monotonic() + job.max_run_s
+
+    def within_budget(now_s: float, horizon_s: float) -> None:
+        if time.monotonic() > deadline:
+            raise WhatIfTooLong(
+                f"stopped after {job.max_run_s:g} s of computing, the limit for a what-if "
+                f"(simulated up to {now_s / 3600:.1f} h of {horizon_s / 3600:.1f} h); try a "
+                "smaller scale, fewer couriers or a shorter solve time limit"
+            )
+
     runs: list[tuple[WhichRun, Scenario, str, DispatchSettings]] = [
         ("baseline", day, LIVE_POLICY, job.baseline),
         ("variant", variant_day, job.variant_policy, job.variant),
     ]
     for which, sc, name, settings in runs:
         result: RunResult = run_scenario(
-            sc, _policy(name, settings), mode="free", seed=job.seed, tick_s=tick_s(settings)
+            sc,
+            _policy(name, settings),
+            mode="free",
+            seed=job.seed,
+            tick_s=tick_s(settings),
+            progress=within_budget,
         )
         out["kpis"][which] = dict(result.kpis)
         out["reports"][which] = render_report(
@@ -1054,4 +1084,5 @@ def register(app: FastAPI) -> None:
         reports = await runner.reports(whatif_id)
         if status != "done" or run not in reports:
             raise Problem(409, f"whatif_{status}", f"what-if {whatif_id} is {status}; no report")
-        return HTMLResponse(reports[run])
+        # the link carries the ops token: never cached, never sent on as a Referer
+        return HTMLResponse(reports[run], headers=PAGE_HEADERS)

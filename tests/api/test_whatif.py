@@ -10,8 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
-from api.whatif import MIN_STORE_ORDERS
+from api.whatif import MIN_STORE_ORDERS, WhatIfJob, WhatIfTooLong, run_whatif
+from dispatch.dispatcher import DispatchSettings
+from simulations.scenarios import default_city, scale_city
 from tests.api.conftest import Server, auth, token
 from tests.conftest import RedisServer
 from tracking.redis_store import RedisStore
@@ -72,6 +75,20 @@ def test_ops_compares_a_setting_on_the_default_city(server: Server) -> None:
     # a browser opens the report with ?token=
     opened = httpx.get(f"{server.url}{doc['report_url']}", params={"token": OPS})
     assert opened.status_code == 200 and "What-if variant" in opened.text
+    # the link carries a token: not cached, not passed on as a Referer
+    assert opened.headers["cache-control"] == "no-store"
+    assert opened.headers["referrer-policy"] == "no-referrer"
+
+
+def test_a_run_stops_at_its_time_budget() -> None:
+    """A what-if holds the only worker process: it stops at its wall-clock budget with
+    an error that says so, instead of blocking the runs queued behind it."""
+    settings = DispatchSettings()
+    job = WhatIfJob(
+        settings, settings, "live", 1.0, city=scale_city(default_city(), 0.02), max_run_s=0.0
+    )
+    with pytest.raises(WhatIfTooLong, match=r"stopped after 0 s .* try a smaller scale"):
+        run_whatif(job)
 
 
 def test_variant_with_another_policy_and_more_couriers(server: Server) -> None:
@@ -146,6 +163,8 @@ def test_bad_requests(server: Server) -> None:
         ({"couriers_scale": 6}, "invalid_request"),
         ({"scale": 2}, "invalid_request"),
         ({"settings": {}, "surprise": True}, "invalid_request"),
+        ({"couriers_scale": "0.5"}, "invalid_request"),  # a quoted number is not a number
+        ({"scale": True}, "invalid_request"),
     ]
     with server.client(OPS) as c:
         for body, reason in cases:
