@@ -401,3 +401,17 @@ def test_pages_show_times_on_the_service_clock(
     assert abs(got["slowed"] - 1) < 1e-9
     assert got["back"] == [1, 501]
     assert got["clamped"] == 3600
+
+
+def test_courier_view_says_why_it_is_not_connected(drive: Drive, pages: Pages) -> None:
+    """No shift yet: "Not connected"; refused (someone else's page): "Disconnected" and
+    why. Never a "Connecting…" that stays for ever."""
+    fresh = "c-no-shift-yet"
+    page = pages.open(f"{drive.server.url}/courier?token={token('courier', fresh)}&courier={fresh}")
+    page.wait_for_selector('#conn[data-state="idle"]', timeout=5_000)
+    assert page.inner_text("#conn") == "Not connected"
+    theirs = pages.open(
+        f"{drive.server.url}/courier?token={token('courier', fresh)}&courier={drive.courier}"
+    )
+    theirs.wait_for_selector('#conn[data-state="error"]', timeout=5_000)
+    assert "(403)" in theirs.inner_text("#notice")

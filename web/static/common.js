@@ -344,6 +344,7 @@ export function showConnection(el, s) {
     reconnecting: s.retryInMs ? `Reconnecting in ${Math.ceil(s.retryInMs / 1000)} s…` : "Reconnecting…",
     offline: "Offline — waiting for the network",
     error: "Disconnected",
+    idle: "Not connected",
   }[s.state];
   el.textContent = text || s.state;
 }

@@ -62,9 +62,14 @@ async function load() {
     setCourier(await api(base));
   } catch (e) {
     if (e instanceof ApiError && e.status === 404) setCourier(null);
-    else return fail(e);
+    else {
+      // refused (bad token, someone else's page) or unreachable: say so, not "Connecting…"
+      showConnection($("conn"), { state: "error" });
+      return fail(e);
+    }
   }
   if (state.courier) connect();
+  else showConnection($("conn"), { state: "idle" }); // no shift yet: nothing to follow
 }
 
 function setCourier(c) {
@@ -432,6 +437,7 @@ async function main() {
   window.o2oCourier = { state, socket: null };
   if (!token || !courierId) {
     announce($("notice"), "Open this page with ?token=…&courier=… from your dispatcher.", "error");
+    showConnection($("conn"), { state: "error" });
     return;
   }
   $("start-shift").addEventListener("click", () => shift("start"));
