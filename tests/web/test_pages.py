@@ -344,6 +344,23 @@ def test_a_page_opened_after_a_delay_shows_it(drive: Drive, pages: Pages) -> Non
     assert got["id"] == delay["id"] and got["delay_s"] == delay["delay_s"]
     assert page.evaluate("() => window.o2oTrack.state.statuses") == []  # from the snapshot
     assert "late" in page.inner_text("#eta")
+    # the timeline and the summary tell the same story: one lateness, one ETA
+    summary = re.search(
+        r"Arriving around (.+?) \(.*running about (.+?) late", page.inner_text("#eta")
+    )
+    timeline = re.search(r"Running late — about (.+?)\s*\(new ETA (.+?)\)", page.inner_text(step))
+    assert summary and timeline, (page.inner_text("#eta"), page.inner_text(step))
+    assert (timeline[1], timeline[2]) == (summary[2], summary[1])
+    # the ETA moves after the delay was announced: both follow it (the timeline kept
+    # the announcement's figures), and both drop the lateness once the ETA is on time
+    promised = page.evaluate("() => window.o2oTrack.state.order.promised_by")
+    for late_s, shown in ((900, True), (-300, False)):
+        frame = {"type": "eta", "pickup_eta": promised - 1200, "dropoff_eta": promised + late_s}
+        page.evaluate("(f) => window.o2oTrack.onFrame(f)", frame)
+        eta, line = page.inner_text("#eta"), page.inner_text(step) if shown else ""
+        assert ("late" in eta) == shown and page.is_visible(step) == shown, (eta, line)
+        if shown:
+            assert "about 15 min" in eta and "about 15 min" in line, (eta, line)
 
 
 SERVICE_CLOCK_CASES = """async () => {

@@ -238,10 +238,13 @@ function renderTimeline() {
     const step = li.dataset.step;
     const when = li.querySelector(".when");
     if (step === "delayed") {
-      li.hidden = !state.delay;
-      if (state.delay) {
-        li.firstChild.textContent = `Running late — about ${duration(state.delay.delay_s)}`;
-        when.textContent = `(new ETA ${clock(state.delay.dropoff_eta)})`;
+      // The same figures as the summary: a delay announced earlier is shown with today's
+      // ETA, and not at all once that ETA is back within a minute of the promise.
+      const lateBy = lateness();
+      li.hidden = !state.delay || !isOpen() || lateBy <= LATE_S;
+      if (!li.hidden) {
+        li.firstChild.textContent = `Running late — about ${duration(lateBy)}`;
+        when.textContent = `(new ETA ${clock(state.eta.dropoff ?? state.delay.dropoff_eta)})`;
         li.dataset.state = "alert";
       }
       continue;
@@ -270,6 +273,16 @@ function renderTimeline() {
   else cancelled.removeAttribute("aria-current");
 }
 
+const LATE_S = 60;
+
+/** Seconds the current drop-off ETA is past the promise (a delay's own figure when the
+ * order has no promise or no ETA yet); 0 when neither says anything. */
+function lateness() {
+  const o = state.order;
+  if (o.promised_by != null && state.eta.dropoff != null) return state.eta.dropoff - o.promised_by;
+  return state.delay ? state.delay.delay_s : 0;
+}
+
 function renderSummary() {
   const o = state.order;
   $("order-label").textContent = `Order ${o.id}`;
@@ -282,10 +295,8 @@ function renderSummary() {
   } else if (o.status === "cancelled") {
     $("eta").textContent = `Cancelled at ${clock(o.cancelled_at)}`;
   } else if (state.eta.dropoff) {
-    // How late the current ETA is against the promise (a delay's own figure without one).
-    const lateBy =
-      o.promised_by != null ? state.eta.dropoff - o.promised_by : state.delay ? state.delay.delay_s : 0;
-    running = lateBy > 60;
+    const lateBy = lateness();
+    running = lateBy > LATE_S;
     const late = running ? ` — running about ${duration(lateBy)} late` : "";
     const left = state.eta.dropoff - now;
     const soon = left < 90 ? "any minute now" : `in ${duration(left)}`;
@@ -343,7 +354,7 @@ async function main() {
     onFrame,
     onState,
   });
-  window.o2oTrack = { state, socket, glide };
+  window.o2oTrack = { state, socket, glide, onFrame }; // onFrame: tests replay frames
   socket.start();
   view = await createMap($("map"));
   if (view) {
