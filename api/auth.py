@@ -44,10 +44,17 @@ class Principal:
 
 
 def check_secret(secret: str | None) -> str:
+    """``secret`` if it can sign tokens; :class:`AuthError` if missing or guessable.
+
+    A whitespace-only key passes the length check, yet is among the first a forger
+    would try (and is what a mangled env file or template tends to leave behind).
+    """
     if not secret:
         raise AuthError("no_secret", "set O2O_SECRET to the token signing key")
     if len(secret) < MIN_SECRET_LEN:
         raise AuthError("weak_secret", f"O2O_SECRET must be at least {MIN_SECRET_LEN} characters")
+    if not secret.strip():
+        raise AuthError("weak_secret", "O2O_SECRET must not be blank (whitespace only)")
     return secret
 
 

@@ -7,9 +7,14 @@ stderr; data problems inside a file are reported per line and never abort a run.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import os
+import secrets
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -48,18 +53,73 @@ def _load_registry(path: Path | None) -> Any:
 
     if path is None:
         return Registry()
-    if not path.is_file():
-        _fail(f"registry {path} does not exist")
+    _check_input(path, "registry")
     try:
         return Registry.load(path)
     except (RegistryError, OSError) as e:
         _fail(f"registry {path}: {e}")
 
 
+def _check_input(path: Path, what: str) -> None:
+    """Fail unless ``path`` is a readable regular file, saying what it is otherwise."""
+    if path.is_dir():
+        _fail(f"{what} {path} is a directory")
+    if path.exists() and not path.is_file():
+        _fail(f"{what} {path} is not a regular file")
+    if not path.exists():
+        _fail(f"{what} {path} does not exist")
+    try:
+        path.open("rb").close()
+    except OSError as e:
+        _fail(f"{what} {path}: {e.strerror or e}")
+
+
+def _check_positive(value: float, option: str) -> None:
+    """Typer's ``min=`` lets ``inf`` and ``nan`` through; they crash the engines later."""
+    if not (math.isfinite(value) and value > 0):
+        _fail(f"{option} must be a finite number > 0, got {value}")
+
+
+@contextlib.contextmanager
+def _replacing(out: Path, stream: bool = False) -> Iterator[Path]:
+    """A fresh temp path beside ``out`` that replaces ``out`` only if the body succeeds.
+
+    So a failed or interrupted run never truncates or half-writes an existing file.
+    Checked before any work, so a bad ``--out`` fails fast with one line. A device or
+    pipe (``/dev/stdout``) must not be renamed over: with ``stream`` (the body opens the
+    path once for writing) it is yielded as is, else refused.
+    """
+    target = Path(os.path.realpath(out))
+    if target.is_dir():
+        _fail(f"--out {out} is a directory")
+    if target.exists() and not target.is_file():
+        if not stream:
+            _fail(f"--out {out} is not a regular file")
+        yield target
+        return
+    if not target.parent.is_dir():
+        gone = "is not a directory" if target.parent.exists() else "does not exist"
+        _fail(f"--out {out}: {target.parent} {gone}")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as e:
+        _fail(f"cannot write --out {out}: {e.strerror or e}")
+    try:
+        yield tmp
+        if target.exists():
+            tmp.chmod(target.stat().st_mode & 0o7777)  # as writing in place would keep it
+        tmp.replace(target)
+    except OSError as e:  # e.g. disk full
+        tmp.unlink(missing_ok=True)
+        _fail(f"--out {out} not written: {e.strerror or e}")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _read_jsonl(path: Path, bad: Counter[str]) -> Any:
     """Yield (line number, parsed object) for each line; report malformed lines."""
-    if not path.is_file():
-        _fail(f"observations file {path} does not exist")
     with path.open(encoding="utf-8", errors="replace") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
@@ -83,11 +143,14 @@ def geo_fuse(
     """Fuse recorded observations into one estimate per accepted observation."""
     from geo.fusion import FusionConfig, FusionEngine, Rejected
 
+    _check_input(observations, "observations file")
     engine = FusionEngine(_load_registry(registry), FusionConfig(resolution=resolution))
     bad: Counter[str] = Counter()
-    sink = out.open("w") if out is not None else sys.stdout
     written = 0
-    try:
+    with contextlib.ExitStack() as stack:
+        sink = sys.stdout
+        if out is not None:
+            sink = stack.enter_context(stack.enter_context(_replacing(out, stream=True)).open("w"))
         for n, record in _read_jsonl(observations, bad):
             result = engine.process_dict(record)
             if isinstance(result, Rejected):
@@ -99,9 +162,6 @@ def geo_fuse(
                 continue
             sink.write(json.dumps(result.to_dict()) + "\n")
             written += 1
-    finally:
-        if out is not None:
-            sink.close()
     rejected = Counter(engine.rejected) + bad
     summary = {
         "estimates": written,
@@ -127,17 +187,20 @@ def geo_learn(
     from geo.learn import learn_registry
     from geo.observations import Observation, observation_from_dict
 
+    _check_positive(max_dt, "--max-dt")
+    _check_input(observations, "observations file")
     existing = _load_registry(registry) if registry is not None else None
-    bad: Counter[str] = Counter()
-    obs: list[Observation] = []
-    for n, record in _read_jsonl(observations, bad):
-        try:
-            obs.append(observation_from_dict(record))
-        except InvalidObservation as e:
-            bad[e.reason] += 1
-            typer.echo(f"{observations}:{n}: rejected ({e.reason}) {e}", err=True)
-    result = learn_registry(obs, existing, max_dt=max_dt)
-    result.registry.save(out)
+    with _replacing(out) as tmp:
+        bad: Counter[str] = Counter()
+        obs: list[Observation] = []
+        for n, record in _read_jsonl(observations, bad):
+            try:
+                obs.append(observation_from_dict(record))
+            except InvalidObservation as e:
+                bad[e.reason] += 1
+                typer.echo(f"{observations}:{n}: rejected ({e.reason}) {e}", err=True)
+        result = learn_registry(obs, existing, max_dt=max_dt)
+        result.registry.save(tmp)
     typer.echo(
         f"summary: {json.dumps({'rejected': dict(bad), **result.stats.as_dict()})}", err=True
     )
@@ -173,8 +236,10 @@ def solve_instance(
     from benchmarks.lilim_bench import solve_file
     from dispatch.problem import ProblemError
 
-    if not instance.is_file():
-        _fail(f"instance {instance} does not exist")
+    _check_positive(time_limit, "--time-limit")
+    if seed < 0:
+        _fail(f"--seed must be >= 0, got {seed}")
+    _check_input(instance, "instance")
     try:
         result = solve_file(instance, time_limit, seed)
     except (ProblemError, ValueError, IndexError) as e:
@@ -204,6 +269,7 @@ def bench_dispatch(
     """Li & Lim quality (ours and peers) and live re-planning latency of dispatch."""
     from benchmarks import dispatch_bench, lilim_bench
 
+    _check_positive(time_limit, "--time-limit")
     folder = lilim_dir or lilim_bench.DEFAULT_DIR
     result: dict[str, Any] = {}
     if folder.is_dir():

@@ -54,8 +54,10 @@ def demo(
 ) -> None:
     """Run the service with a generated city driving it; print the pages to open."""
     from api.auth import AuthError, check_secret
+    from api.cli_serve import check_log_level
     from api.demo_driver import DemoOptions
 
+    log_level = check_log_level(log_level)
     secret = os.environ.get("O2O_SECRET")
     generated = not secret
     if not secret:

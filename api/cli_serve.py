@@ -23,6 +23,18 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+"""uvicorn's log levels (it raises a bare KeyError on any other)."""
+
+
+def check_log_level(value: str) -> str:
+    """``value`` lower-cased if it is one of :data:`LOG_LEVELS`, else a one-line error."""
+    level = value.lower()
+    if level not in LOG_LEVELS:
+        _fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
+
+
 def serve(
     store: Annotated[
         str, typer.Option(help="'memory' (one process) or a redis:// URL (shared, durable)")
@@ -51,6 +63,7 @@ def serve(
 
     from api.auth import AuthError, check_secret
 
+    log_level = check_log_level(log_level)
     try:
         check_secret(os.environ.get("O2O_SECRET"))
     except AuthError as e:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from api.auth import AuthError, TokenCache, create_token
+from api.auth import AuthError, TokenCache, check_secret, create_token
 from tests.api.conftest import SECRET
 
 
@@ -39,3 +39,16 @@ def test_the_cache_is_bounded() -> None:
         cache.verify(t)
     assert len(cache._seen) == 3
     assert cache.verify(tokens[0]).subject == "u0"  # evicted ones are verified again
+
+
+@pytest.mark.parametrize("blank", [" " * 40, "\t" * 32, " \n\t\r" * 10, "\u3000" * 32])
+def test_a_blank_secret_is_refused_like_a_short_one(blank: str) -> None:
+    with pytest.raises(AuthError) as e:
+        check_secret(blank)
+    assert e.value.reason == "weak_secret" and "O2O_SECRET" in str(e.value)
+    with pytest.raises(AuthError):
+        create_token(blank, "ops", "o1")
+
+
+def test_a_padded_secret_is_still_accepted() -> None:
+    assert check_secret(f"  {SECRET}  ") == f"  {SECRET}  "
