@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from typer.testing import Result
 
 from api.app import create_app
 from api.auth import Role, create_token
@@ -211,3 +212,13 @@ async def recv_until(
 
 
 ORDER = {"pickup": {"lat": 52.5200, "lon": 13.4050}, "dropoff": {"lat": 52.5300, "lon": 13.4200}}
+
+
+def one_line_error(r: Result) -> str:
+    """A CLI run that failed as a user error: exit 2 and one ``o2o: error:`` line on
+    stderr, no traceback. Returns that line."""
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    assert r.exit_code == 2, r.output
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("o2o: error: ")
+    return line

@@ -8,9 +8,10 @@ import math
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
 from api.cli import app
+from tests.api.conftest import one_line_error
 
 TINY = Path(__file__).resolve().parents[1] / "dispatch" / "data" / "tiny_lilim.txt"
 runner = CliRunner()
@@ -52,27 +53,18 @@ def test_solve_rejects_missing_and_malformed_files(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "not a valid Li & Lim instance" in r.stderr
 
 
-def _one_line_error(r: Result) -> str:
-    """The run failed as a user error: exit 2 and one ``o2o: error:`` line, no traceback."""
-    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
-    assert r.exit_code == 2, r.output
-    (line,) = r.stderr.strip().splitlines()
-    assert line.startswith("o2o: error: ")
-    return line
-
-
 @pytest.mark.parametrize(
     ("option", "value"), [("--time-limit", "inf"), ("--time-limit", "1e400"), ("--seed", "-1")]
 )
 def test_solve_rejects_bad_options_as_option_errors(option: str, value: str) -> None:
-    line = _one_line_error(runner.invoke(app, ["solve", str(TINY), option, value]))
+    line = one_line_error(runner.invoke(app, ["solve", str(TINY), option, value]))
     assert option in line and "not a valid Li & Lim instance" not in line
 
 
 def test_solve_names_what_a_non_file_instance_is(tmp_path: Path) -> None:
-    assert "is a directory" in _one_line_error(runner.invoke(app, ["solve", str(tmp_path)]))
+    assert "is a directory" in one_line_error(runner.invoke(app, ["solve", str(tmp_path)]))
     r = runner.invoke(app, ["solve", "/dev/null"])
-    assert "is not a regular file" in _one_line_error(r)
+    assert "is not a regular file" in one_line_error(r)
 
 
 @pytest.mark.parametrize(
@@ -85,11 +77,11 @@ def test_solve_names_what_a_non_file_instance_is(tmp_path: Path) -> None:
 def test_solve_reports_a_bad_task_line_without_a_traceback(task1: str, tmp_path: Path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_text(f"25\t200\t1\n0\t40\t50\t0\t0\t1236\t0\t0\t0\n{task1}\n")
-    line = _one_line_error(runner.invoke(app, ["solve", str(bad), "--time-limit", "0.5"]))
+    line = one_line_error(runner.invoke(app, ["solve", str(bad), "--time-limit", "0.5"]))
     assert "not a valid Li & Lim instance" in line and f"{bad}:3:" in line
 
 
 def test_bench_dispatch_rejects_an_infinite_time_limit(tmp_path: Path) -> None:
     args = ["bench", "dispatch", "--time-limit", "inf", "--no-snapshots", "--json"]
     r = runner.invoke(app, [*args, "--lilim-dir", str(tmp_path / "none")])
-    assert "--time-limit" in _one_line_error(r)
+    assert "--time-limit" in one_line_error(r)

@@ -10,12 +10,13 @@ from pathlib import Path
 import h3
 import numpy as np
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
 from api.cli import app
 from geo.coords import haversine_m
 from geo.observations import observation_to_dict
 from geo.synthetic import make_world, simulate_day, write_trace
+from tests.api.conftest import one_line_error
 
 runner = CliRunner()
 
@@ -136,21 +137,12 @@ def test_console_script_runs(small_trace: tuple[Path, Path, int]) -> None:
     assert "summary:" in p.stderr
 
 
-def _one_line_error(r: Result) -> str:
-    """The run failed as a user error: exit 2 and one ``o2o: error:`` line, no traceback."""
-    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
-    assert r.exit_code == 2, r.output
-    (line,) = r.stderr.strip().splitlines()
-    assert line.startswith("o2o: error: ")
-    return line
-
-
 @pytest.mark.parametrize("command", ["fuse", "learn"])
 def test_a_failed_run_leaves_an_existing_out_file_alone(command: str, tmp_path: Path) -> None:
     out = tmp_path / "existing.jsonl"
     out.write_text("precious\n")
     r = runner.invoke(app, ["geo", command, str(tmp_path / "missing.jsonl"), "--out", str(out)])
-    assert "does not exist" in _one_line_error(r)
+    assert "does not exist" in one_line_error(r)
     assert out.read_text() == "precious\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.jsonl"]
 
@@ -159,12 +151,12 @@ def test_a_failed_run_leaves_an_existing_out_file_alone(command: str, tmp_path: 
 @pytest.mark.parametrize(
     ("where", "says"), [("no/such/folder/x.json", "does not exist"), (".", "is a directory")]
 )
-def test_an_unwritable_out_is_a_one_line_error(
+def test_an_unwritable_out_is_aone_line_error(
     command: str, where: str, says: str, small_trace: tuple[Path, Path, int], tmp_path: Path
 ) -> None:
     obs_path, _, _ = small_trace
     r = runner.invoke(app, ["geo", command, str(obs_path), "--out", str(tmp_path / where)])
-    assert says in _one_line_error(r)
+    assert says in one_line_error(r)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -186,13 +178,13 @@ def test_fuse_replaces_out_whole_and_keeps_its_mode(
 
 def test_inputs_that_are_not_files_are_named_for_what_they_are(tmp_path: Path) -> None:
     r = runner.invoke(app, ["geo", "fuse", str(tmp_path)])
-    assert "is a directory" in _one_line_error(r)
+    assert "is a directory" in one_line_error(r)
     r = runner.invoke(app, ["geo", "fuse", "/dev/null"])
-    assert "is not a regular file" in _one_line_error(r)
+    assert "is not a regular file" in one_line_error(r)
     obs = tmp_path / "o.jsonl"
     obs.write_text("")
     r = runner.invoke(app, ["geo", "fuse", str(obs), "--registry", str(tmp_path)])
-    assert "registry" in _one_line_error(r) and "is a directory" in r.stderr
+    assert "registry" in one_line_error(r) and "is a directory" in r.stderr
 
 
 @pytest.mark.parametrize("max_dt", ["-1", "0", "nan", "inf"])
@@ -201,5 +193,5 @@ def test_learn_needs_a_finite_positive_max_dt(max_dt: str, tmp_path: Path) -> No
     obs.write_text("")
     out = tmp_path / "reg.json"
     r = runner.invoke(app, ["geo", "learn", str(obs), "--out", str(out), "--max-dt", max_dt])
-    assert "--max-dt" in _one_line_error(r)
+    assert "--max-dt" in one_line_error(r)
     assert not out.exists()
