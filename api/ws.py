@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import time
 from typing import Annotated, Any
 
@@ -63,7 +62,6 @@ def _encode_frame(frame: Frame) -> str:
 MAX_BAD_FRAMES = 20
 MAX_CELL_TOPICS = 500
 POSITION_CELL_KM2 = h3.average_hexagon_area(POSITION_CELL_RES, "km^2")
-M_PER_DEG_KM = 111.32
 
 Token = Annotated[str | None, Query(description="Bearer token (browsers cannot set headers)")]
 LastId = Annotated[
@@ -306,8 +304,7 @@ async def _area_topics(svc: Services, cells: str | None, zone: str | None) -> li
         geom = zones[zone].geometry
         # Listing a country's cells blocks the event loop for seconds (and its memory
         # grows with the area): refuse from the area first, with room for the estimate.
-        lat = geom.representative_point().y
-        km2 = geom.area * (M_PER_DEG_KM**2) * max(0.01, math.cos(math.radians(lat)))
+        km2 = zones[zone].area_m2 / 1e6
         if km2 > 2 * MAX_CELL_TOPICS * POSITION_CELL_KM2:
             raise ValueError(
                 f"zone {zone[:40]!r} covers about {km2:,.0f} km²; live views take at most "
